@@ -1,0 +1,45 @@
+"""Guided Backpropagation (Springenberg et al. 2015, through captum) and Guided Grad-CAM (its product with Grad-CAM)."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from pv.explain.cam import upsample_maps
+from pv.explain.gradcam import GradCAM
+from pv.explain.saliency import Saliency, TargetsLike
+
+
+class GuidedBackprop(Saliency):
+    """Gradient of the target logit w.r.t. the image, with ReLUs passing only positive gradients
+    (captum hooks every `nn.ReLU` module; functional ReLUs are not guided). Raw: (B, 3, H, W)."""
+
+    def __init__(self, model: nn.Module, **options):
+        super().__init__(model, **options)
+        from captum.attr import GuidedBackprop as CaptumGuidedBackprop
+
+        self.captum = CaptumGuidedBackprop(model)
+
+    def attribute(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:
+        targets = self.targets(images, targets)
+        with warnings.catch_warnings():  # captum announces its ReLU hooks and input grads on every call
+            warnings.simplefilter("ignore", UserWarning)
+            return self.captum.attribute(images.detach().clone(), target=targets).detach()  # (B, 3, H, W)
+
+
+class GuidedGradCAM(Saliency):
+    """Guided Backprop times Grad-CAM upsampled to the input (Selvaraju et al. 2017). Raw: (B, 3, H, W).
+
+    `layer` and `fast` go to Grad-CAM.
+    """
+
+    def __init__(self, model: nn.Module, *, layer: str | None = None, fast: bool | None = None, **options):
+        super().__init__(model, **options)
+        self.gradcam = GradCAM(model, layer=layer, fast=fast)
+        self.guided = GuidedBackprop(model)
+
+    def attribute(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:
+        targets = self.targets(images, targets)
+        cam = upsample_maps(self.gradcam.attribute(images, targets), images.shape[-2:])  # (B, 1, H, W)
+        return self.guided.attribute(images, targets) * cam  # (B, 3, H, W)

@@ -1,0 +1,45 @@
+"""The frozen encoder E: a classifier truncated after one layer; it never trains."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pv.models.classifier import Classifier, truncate
+from pv.models.weights import none_if_null
+
+
+class FrozenEncoder(nn.Module):
+    """Images in [0, 1] (B, 3, H, W) -> latent z (B, C, h, w), e.g. ResNet-50 layer4: (B, 2048, H/32, W/32).
+
+    Built from torchvision weights (`weights="IMAGENET1K_V2"`, None = random init) or from a
+    `pv.ClassifierModule` checkpoint. Parameters never require grad and BatchNorm stays in eval
+    mode even when a parent module calls `.train()`. Gradients still flow to the input (DSIM loss).
+    When `layer` is the classifier's last feature layer, `head` maps pooled latents to logits.
+    """
+
+    def __init__(self, arch: str = "resnet50", layer: str = "layer4", weights: str | None = None, checkpoint: str | None = None):
+        super().__init__()
+        weights, checkpoint = none_if_null(weights), none_if_null(checkpoint)
+        if checkpoint is not None:
+            classifier = Classifier.from_checkpoint(checkpoint)
+            if classifier.config["arch"] != arch:
+                raise ValueError(f"Checkpoint {checkpoint} holds a {classifier.config['arch']} classifier, but arch is {arch!r}")
+        else:
+            classifier = Classifier(arch, num_classes=None if arch.startswith(("resnet", "resnext", "wide_resnet")) else 1000, weights=weights)
+        self.normalize = classifier.normalize
+        self.body = truncate(classifier.trunk, layer)
+        self.head = classifier.head if layer == classifier.feature_layer else None
+        self.class_names = classifier.class_names
+        self.config = {"arch": arch, "layer": layer, "weights": weights, "checkpoint": checkpoint}
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        self.train(False)
+        with torch.no_grad():
+            self.out_channels = self.body(torch.zeros(1, 3, 64, 64)).shape[1]
+
+    def train(self, mode: bool = True) -> "FrozenEncoder":
+        """Always eval: BatchNorm running statistics must never move."""
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(images))  # (B, 3, H, W) -> (B, C, h, w)

@@ -1,0 +1,52 @@
+"""The shipped classifier configs instantiate, and `pv fit` on the debug config saves usable checkpoints."""
+from __future__ import annotations
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from pv import ClassifierModule
+from pv.cli import cli_main
+from pv.data import VOC_CLASSES, VOCDataModule
+from pv.models import Classifier, FrozenEncoder
+
+from .conftest import REPO
+
+CONFIGS = REPO / "configs"
+
+
+@pytest.mark.parametrize("data_args", [[], ["--data", str(CONFIGS / "data" / "voc.yaml")]])
+def test_paper_config_instantiates(data_args, tmp_path):
+    # No internet here: random init instead of the ImageNet weights the config asks for.
+    cli = cli_main(["--config", str(CONFIGS / "classifier" / "voc_resnet50.yaml"), *data_args, "--trainer.logger=false",
+                    "--model.init_args.model.init_args.weights=null", f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
+    module, data = cli.model, cli.datamodule
+    assert isinstance(module, ClassifierModule) and isinstance(data, VOCDataModule)
+    assert module.model.config == {"arch": "resnet50", "num_classes": 20, "class_names": list(VOC_CLASSES)}
+    assert (module.threshold, module.freeze_backbone_epochs) == (0.5, 1)
+    assert isinstance(module.configure_optimizers(), torch.optim.Adam)
+    assert (data.image_size, data.train_split, data.val_split, data.year) == (224, "train", "val", "2012")
+    (checkpointing,) = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert (checkpointing.monitor, checkpointing.mode, checkpointing.save_last) == ("val/map", "max", True)
+
+
+def test_paper_config_asks_for_imagenet_weights_and_wandb():
+    import yaml
+
+    config = yaml.safe_load((CONFIGS / "classifier" / "voc_resnet50.yaml").read_text())
+    assert config["model"]["init_args"]["model"]["init_args"]["weights"] == "IMAGENET1K_V2"
+    assert config["trainer"]["logger"]["class_path"].endswith("WandbLogger")
+    assert config["trainer"]["logger"]["init_args"]["project"] == "pv"
+
+
+def test_fit_debug_config_saves_checkpoints_the_decoder_accepts(fit_run):
+    checkpoints = sorted(p.name for p in (fit_run / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in checkpoints and len(checkpoints) == 2  # best by val/map + last
+    last = fit_run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 1
+    classifier = Classifier.from_checkpoint(last)
+    assert classifier.config["arch"] == "resnet18" and classifier.class_names == list(VOC_CLASSES)
+    encoder = FrozenEncoder(arch="resnet18", layer="layer4", checkpoint=str(last))
+    assert encoder(torch.rand(1, 3, 64, 64)).shape == (1, 512, 2, 2)
+    with pytest.raises(ValueError, match="holds a resnet18 classifier"):
+        FrozenEncoder(arch="resnet34", layer="layer4", checkpoint=str(last))

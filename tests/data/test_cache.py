@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from pv import DecoderModule
+from pv.data import CachedDataModule, ImageFolderDataModule, cache_latents
+from pv.data.cache import random_crops
+from pv.models import Decoder, FrozenEncoder
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (48, 60, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    return tmp_path
+
+
+def test_cache_round_trip_and_device_augmentation(folder, tmp_path):
+    source = ImageFolderDataModule(root=str(folder), val_fraction=0.2, image_size=32, batch_size=4)
+    data = CachedDataModule(source, cache_dir=str(tmp_path / "cache"), cache_size=40, num_workers=0)
+    data.prepare_data()
+    data.setup("fit")
+    images = np.load(tmp_path / "cache" / "train_40px" / "images.npy", mmap_mode="r")
+    assert images.shape == (8, 3, 40, 40) and images.dtype == np.uint8
+    batch = next(iter(data.val_dataloader()))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (2, 3, 40, 40)
+    out = data.on_after_batch_transfer(dict(batch), 0)  # no trainer: evaluation -> centre crop
+    assert out["image"].shape == (2, 3, 32, 32) and out["image"].dtype == torch.float32
+    assert torch.allclose(out["image"], batch["image"][..., 4:36, 4:36].float() / 255)
+    # the cache holds what the uncached pipeline gives at cache_size, for the same held-out files
+    reference = ImageFolderDataModule(root=str(folder), val_fraction=0.2, image_size=40, batch_size=4)
+    reference.setup("fit")
+    direct = reference.val_set[0]["image"] * 255
+    assert (direct - batch["image"][0].float()).abs().max() <= 1
+    assert source.train_set is None  # the wrapped data module was not modified
+
+
+def test_random_crops_differ_per_image_and_come_from_the_image():
+    images = torch.arange(2 * 1 * 10 * 10).view(2, 1, 10, 10).repeat(8, 1, 1, 1)
+    torch.manual_seed(0)
+    crops = random_crops(images, 4)
+    assert crops.shape == (16, 1, 4, 4)
+    corners = {int(c[0, 0, 0]) % 100 for c in crops}
+    assert len(corners) > 1
+    for crop, image in zip(crops, images):
+        r, c = divmod(int(crop[0, 0, 0]) % 100, 10)
+        assert torch.equal(crop, image[:, r : r + 4, c : c + 4])
+
+
+def test_cached_latents_feed_training(folder, tmp_path):
+    torch.manual_seed(0)
+    source = ImageFolderDataModule(root=str(folder), val_fraction=0.2, image_size=64, batch_size=4)
+    data = CachedDataModule(source, cache_dir=str(tmp_path / "cache"), flip=False, random_crop=False, use_latents=True, num_workers=0)
+    encoder = FrozenEncoder("resnet18", "layer4", weights=None)
+    data.prepare_data()
+    cache_latents(data.split_dir("train"), encoder, 64)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["latent"].shape == (4, 512, 2, 2)
+    with torch.no_grad():
+        expected = encoder(batch["image"].float() / 255)
+    assert torch.allclose(batch["latent"].float(), expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item())
+    module = DecoderModule(encoder, Decoder(512, (8, 8, 8, 8, 8)))
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=1, accelerator="cpu")
+    trainer.fit(module, data)
+    assert trainer.global_step == 2
+
+
+def test_latents_require_unaugmented_batches(folder, tmp_path):
+    source = ImageFolderDataModule(root=str(folder), image_size=32)
+    with pytest.raises(ValueError, match="use_latents needs un-augmented"):
+        CachedDataModule(source, cache_dir=str(tmp_path), use_latents=True)
+    with pytest.raises(ValueError, match="cache_size"):
+        CachedDataModule(source, cache_dir=str(tmp_path), cache_size=16)

@@ -1,0 +1,82 @@
+"""The PV formula, the PerceptionVisualizer pipeline, class-discriminative PV and the overlays."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pv.explain import (
+    GradCAM, PerceptionVisualizer, class_discriminative_pv, heatmap_overlay, mask_image, perception_visualization,
+)
+from pv.models import Decoder
+
+ENCODER = {"arch": "resnet18", "layer": "layer4", "weights": None, "checkpoint": None}
+
+
+def test_pv_formula_exactly():
+    generator = torch.Generator().manual_seed(0)
+    y, m = torch.rand(2, 3, 8, 8, generator=generator), torch.rand(2, 1, 8, 8, generator=generator)
+    p = perception_visualization(y, m)
+    assert torch.equal(p, (1 - m) + m * y)
+    assert torch.equal(perception_visualization(y, m[:, 0]), p)  # (B, H, W) saliency too
+    assert torch.equal(perception_visualization(y, torch.ones_like(m)), y)  # m = 1: the reconstruction
+    assert torch.equal(perception_visualization(y, torch.zeros_like(m)), torch.ones_like(y))  # m = 0: white
+    with pytest.raises(ValueError, match="does not match"):
+        perception_visualization(y, m[:, :, :4])
+
+
+def test_overlays():
+    images, maps = torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
+    over = heatmap_overlay(images, maps, colormap="viridis", alpha=0.3)
+    assert over.shape == (2, 3, 8, 8) and torch.allclose(heatmap_overlay(images, maps, alpha=0.0), images)
+    assert torch.equal(mask_image(images, maps), maps * images)
+
+
+class Recorder(nn.Module):
+    """A stand-in decoder that remembers its input and paints a constant image."""
+
+    in_channels = 512
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        self.latent = latent
+        return torch.full((len(latent), 3, latent.shape[2] * 32, latent.shape[3] * 32), 0.25)
+
+
+def test_visualizer_pipeline(resnet_classifier, small_decoder):
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    visualizer = PerceptionVisualizer(resnet_classifier, small_decoder, ENCODER)
+    assert visualizer.latent_name == "trunk.layer4"
+    targets = torch.tensor([[0, 1], [3, 2]])
+    out = visualizer(images, targets, class_discriminative=True)
+    assert out["reconstruction"].shape == (2, 3, 64, 64)
+    assert out["saliency"].shape == (2, 2, 1, 64, 64) and out["pv"].shape == (2, 2, 3, 64, 64)
+    assert out["class_pv"].shape == (2, 2, 3, 64, 64)
+    # PV = (1 - m) + m y with the Grad-CAM map of each class
+    expected_maps = GradCAM(resnet_classifier)(images.repeat_interleave(2, 0), targets.flatten()).view(2, 2, 1, 64, 64)
+    torch.testing.assert_close(out["saliency"], expected_maps)
+    torch.testing.assert_close(out["pv"], (1 - expected_maps) + expected_maps * out["reconstruction"][:, None])
+    torch.testing.assert_close(out["reconstruction"], small_decoder(resnet_classifier.forward_features(images)))
+
+
+def test_class_pv_decodes_the_weighted_latent():
+    latent = torch.rand(2, 512, 2, 2) + 0.1
+    cam = torch.tensor([[[[0.0, 2.0], [1.0, 0.0]]], [[[4.0, 0.0], [0.0, 0.0]]]])  # (B, 1, 2, 2)
+    decoder = Recorder()
+    out = class_discriminative_pv(latent, decoder, cam, (64, 64))
+    mask = torch.tensor([[[[0.0, 1.0], [0.5, 0.0]]], [[[1.0, 0.0], [0.0, 0.0]]]])  # per image min-max
+    torch.testing.assert_close(decoder.latent, latent * mask)
+    torch.testing.assert_close(out["mask"], mask)
+    assert out["pv"].shape == (2, 3, 64, 64)
+    assert out["pv"][1, :, -1, -1].eq(1).all()  # no saliency: white
+    # an input-resolution map is averaged into the latent's cells
+    out = class_discriminative_pv(latent, decoder, torch.nn.functional.interpolate(cam, scale_factor=32.0), (64, 64))
+    torch.testing.assert_close(out["mask"], mask)
+
+
+def test_decoder_that_does_not_match_the_layer(resnet_classifier):
+    with pytest.raises(ValueError, match=r"decodes 256-channel latents \(resnet18 layer4\).*'trunk.layer4' gives 512"):
+        PerceptionVisualizer(resnet_classifier, Decoder(256, (8, 8)), ENCODER)
+    with pytest.raises(ValueError, match="'layer7' not found"):
+        PerceptionVisualizer(resnet_classifier, Recorder(), {**ENCODER, "layer": "layer7"})
+    with pytest.warns(UserWarning, match="trained on resnet50 layer4"):
+        PerceptionVisualizer(resnet_classifier, Recorder(), {**ENCODER, "arch": "resnet50"})

@@ -1,0 +1,206 @@
+"""The study web app through Flask's test client: flow, resuming, arms, forged input, privacy, headers."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+
+import pytest
+from survey_client import form_value, parse_question, snapshot
+
+from survey.app import create_app
+from survey.manifest import load_manifest
+
+CLIENT_ADDR = "203.0.113.77"
+USER_AGENT = "Mozilla/5.0 (secret-agent-1234)"
+
+
+@pytest.fixture()
+def db_path(tmp_path):
+    return tmp_path / "responses.sqlite"
+
+
+@pytest.fixture()
+def app(study, db_path):
+    return create_app(study, db_path, admin_token="s3cret-admin")
+
+
+def new_client(app):
+    client = app.test_client()
+    client.environ_base.update(REMOTE_ADDR=CLIENT_ADDR, HTTP_USER_AGENT=USER_AGENT)
+    return client
+
+
+def start(client):
+    welcome = client.get("/")
+    assert welcome.status_code == 200 and "Start" in welcome.text
+    return client.post("/start", data={"start": form_value(welcome.text, "start")}, follow_redirects=True)
+
+
+def current(client) -> dict | None:
+    page = client.get("/question", follow_redirects=True)
+    return None if "Thank you" in page.text else parse_question(page.text)
+
+
+def answer(client, page, choice, **overrides):
+    fields = {"token": page["token"], "question": page["qid"], "option": choice, **overrides}
+    return client.post("/answer", data=fields)
+
+
+def rows(db_path, sql):
+    with closing(sqlite3.connect(db_path)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_complete_flow_intro_progress_end_page(app, study, db_path):
+    manifest = load_manifest(study)
+    client = new_client(app)
+    intro = start(client)
+    arm = manifest["arm_order"][0]
+    assert manifest["arms"][arm]["title"] in intro.text and manifest["question_text"].replace("'", "&#39;") in intro.text
+    numbers = []
+    while (q := current(client)) is not None:
+        numbers.append((q["number"], q["count"]))
+        assert len(q["options"]) == 5 and q["options"][-1] == ("cant_tell", "I just can&#39;t tell")
+        image = client.get(f"/image/{q['qid']}")
+        assert image.status_code == 200 and image.mimetype == "image/png"
+        assert image.data == (study / manifest["questions"][q["number"] - 1]["images"][arm]).read_bytes()
+        response = answer(client, q, q["options"][0][0])
+        assert response.status_code == 303
+    assert numbers == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert "Thank you" in client.get("/done").text
+    (participant,) = rows(db_path, "SELECT arm, completed_at FROM participants")
+    assert participant[0] == arm and participant[1] is not None
+    assert len(rows(db_path, "SELECT * FROM answers")) == 4
+
+
+def test_reload_and_return_continue_where_stopped(app, db_path):
+    client = new_client(app)
+    start(client)
+    first = current(client)
+    assert current(client)["qid"] == first["qid"]  # reload: same question, same option order
+    assert current(client)["options"] == first["options"]
+    answer(client, first, first["options"][1][0])
+    second = current(client)
+    assert second["number"] == 2
+    later = new_client(app)  # the browser comes back later with its cookie
+    later.set_cookie("pv_survey", client.get_cookie("pv_survey").value)
+    assert later.get("/").headers["Location"].endswith("/question")
+    assert current(later)["qid"] == second["qid"]
+    assert len(rows(db_path, "SELECT * FROM participants")) == 1
+
+
+def test_answering_twice_keeps_the_first_answer(app, db_path):
+    client = new_client(app)
+    start(client)
+    q = current(client)
+    assert answer(client, q, q["options"][0][0]).status_code == 303
+    again = answer(client, q, q["options"][2][0])  # back button + resubmit
+    assert again.status_code == 303
+    assert rows(db_path, "SELECT question_id, option_id, position FROM answers") == [(q["qid"], q["options"][0][0], 0)]
+
+
+def test_arms_alternate_and_show_identical_options_in_per_participant_order(app, study, db_path):
+    manifest = load_manifest(study)
+    clients = [new_client(app) for _ in range(6)]
+    for client in clients:
+        start(client)
+    arms = [row[0] for row in rows(db_path, "SELECT arm FROM participants ORDER BY seq")]
+    assert arms == ["pv", "gradcam"] * 3
+    pages = [current(client) for client in clients]
+    assert len({frozenset(p["options"]) for p in pages}) == 1  # same options in both arms
+    assert len({tuple(p["options"]) for p in pages}) > 1  # in a different order per participant
+    stored = [row[0] for row in rows(db_path, "SELECT option_order FROM participants ORDER BY seq")]
+    for page, order in zip(pages, stored):
+        assert [oid for oid, _ in page["options"]] == json.loads(order)[page["qid"]]
+    pv, gradcam = (clients[i].get(f"/image/{pages[i]['qid']}").data for i in (0, 1))
+    assert pv == (study / manifest["questions"][0]["images"]["pv"]).read_bytes()
+    assert gradcam == (study / manifest["questions"][0]["images"]["gradcam"]).read_bytes() != pv
+
+
+def test_malformed_and_forged_requests_get_4xx_and_change_nothing(app, db_path):
+    client = new_client(app)
+    start(client)
+    q = current(client)
+    answer(client, q, q["options"][0][0])
+    q = current(client)
+    before = snapshot(db_path)
+    script = "<script>alert('x')</script>"
+    stranger = new_client(app)
+    forged = new_client(app)
+    cookie = client.get_cookie("pv_survey").value
+    forged.set_cookie("pv_survey", cookie[:-3] + ("AAA" if not cookie.endswith("AAA") else "BBB"))
+    attempts = {
+        "unknown option": (client, {"option": "o9"}, 400),
+        "script as option": (client, {"option": script}, 400),
+        "script as question": (client, {"question": script}, 400),
+        "unknown question": (client, {"question": "q99"}, 400),
+        "question not reached": (client, {"question": "q4"}, 409),
+        "no token": (client, {"token": ""}, 403),
+        "wrong token": (client, {"token": q["token"][:-1] + "x"}, 403),
+        "script as token": (client, {"token": script}, 403),
+        "no participant": (stranger, {}, 403),
+        "forged cookie": (forged, {}, 403),
+    }
+    for name, (who, overrides, status) in attempts.items():
+        response = answer(who, q, q["options"][0][0], **overrides)
+        assert response.status_code == status, name
+        assert script not in response.text and "<script" not in response.text, name
+    assert client.post("/answer", data={"token": q["token"], "question": q["qid"], "option": "o1" * 3000}).status_code == 413
+    assert client.post("/answer", json={"token": q["token"], "question": q["qid"], "option": "o1"}).status_code == 403
+    assert client.post("/start", data={"start": "made-up"}).status_code == 303  # already a participant: just resumes
+    assert stranger.post("/start", data={"start": "made-up"}).status_code == 403
+    assert stranger.post("/start", data={}).status_code == 403
+    assert client.get("/answer").status_code == 405
+    for path in ("/image/q99", "/image/..%2Fmanifest.json", "/manifest.json", "/preview.html", "/static/../manifest.json",
+                 "/images/pv/q1.png", "/admin/status"):  # fmt: skip
+        assert client.get(path).status_code in (401, 404), path
+    assert stranger.get("/image/q1").status_code == 403
+    assert stranger.get("/question").status_code == 403
+    assert snapshot(db_path) == before
+    assert answer(client, q, q["options"][0][0]).status_code == 303  # the genuine answer still works
+    assert len(snapshot(db_path)["answers"]) == 2
+
+
+def test_no_personal_data_in_the_database(app, db_path):
+    client = new_client(app)
+    start(client)
+    while (q := current(client)) is not None:
+        answer(client, q, q["options"][-1][0])
+    dump = "\n".join(repr(r) for table in snapshot(db_path).values() for r in table)
+    assert CLIENT_ADDR not in dump and "secret-agent" not in dump and "127.0.0.1" not in dump
+    raw = b"".join(p.read_bytes() for p in db_path.parent.glob("responses.sqlite*"))
+    assert CLIENT_ADDR.encode() not in raw and b"secret-agent" not in raw
+    columns = {r[1] for t in ("participants", "answers") for r in rows(db_path, f"PRAGMA table_info({t})")}
+    assert not {c for c in columns if c in ("ip", "ip_address", "email", "name") or "addr" in c or "agent" in c}
+
+
+def test_security_headers_cookie_flags_and_escaping(app):
+    client = new_client(app)
+    welcome = client.get("/")
+    assert "default-src 'none'" in welcome.headers["Content-Security-Policy"]
+    assert welcome.headers["X-Frame-Options"] == "DENY" and welcome.headers["X-Content-Type-Options"] == "nosniff"
+    assert welcome.headers["Cache-Control"] == "no-store"
+    started = client.post("/start", data={"start": form_value(welcome.text, "start")})
+    cookie = started.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "<script" not in client.get("/intro").text
+
+
+def test_admin_status_requires_the_token(app, study, tmp_path):
+    client = new_client(app)
+    start(client)
+    assert client.get("/admin/status").status_code == 401
+    assert client.get("/admin/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = client.get("/admin/status", headers={"Authorization": "Bearer s3cret-admin"})
+    assert ok.status_code == 200 and ok.json["arms"] == {"pv": {"participants": 1, "completed": 0}}
+    closed = create_app(study, tmp_path / "other.sqlite")
+    assert closed.test_client().get("/admin/status", headers={"Authorization": "Bearer s3cret-admin"}).status_code == 404
+
+
+def test_bad_study_or_database_is_a_clear_error(tmp_path, study):
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        create_app(tmp_path, tmp_path / "r.sqlite")
+    (tmp_path / "manifest.json").write_text('{"format": "pv-survey/1", "arm_order": ["pv"], "arms": {}}')
+    with pytest.raises(ValueError, match="field 'arms'"):
+        create_app(tmp_path, tmp_path / "r.sqlite")

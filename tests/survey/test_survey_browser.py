@@ -1,0 +1,62 @@
+"""End to end in headless Chromium (Debian's `chromium` package): a participant clicks through the survey."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from survey_client import running_server
+
+from survey.manifest import load_manifest
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install -y chromium chromium-driver"),
+]
+
+
+def test_participant_completes_the_survey_by_clicking(study, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    manifest = load_manifest(study)
+    labels = {q["id"]: {o["label"]: o["id"] for o in q["options"]} for q in manifest["questions"]}
+    db_path = tmp_path / "responses.sqlite"
+    clicked: dict[str, str] = {}
+    problems: list[str] = []
+    with running_server(study, db_path) as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.goto(base + "/")
+            page.click("#start")
+            assert page.locator("h1").inner_text() == manifest["arms"]["pv"]["title"]
+            page.click("#begin")
+            for number in range(1, len(manifest["questions"]) + 1):
+                assert page.locator(".progress label").inner_text() == f"Question {number} of {len(manifest['questions'])}"
+                if number == 3:  # a reload continues at the same question
+                    page.reload()
+                    assert page.locator(".progress label").inner_text() == f"Question 3 of {len(manifest['questions'])}"
+                assert page.eval_on_selector("figure img", "img => img.complete && img.naturalWidth") == 130
+                qid = page.locator("input[name=question]").get_attribute("value")
+                option = page.locator("label.option").nth(number % 5)
+                clicked[qid] = labels[qid][option.inner_text().strip()]
+                option.click()
+                page.click("#next")
+            page.wait_for_selector("#done")
+            assert page.url.endswith("/done")
+            font = page.eval_on_selector("body", "body => getComputedStyle(body).fontFamily")
+            assert "system-ui" in font  # the stylesheet loaded under the CSP
+        finally:
+            browser.close()
+    assert not problems, problems  # no CSP violations or failed loads
+    with closing(sqlite3.connect(db_path)) as conn:
+        stored = dict(conn.execute("SELECT question_id, option_id FROM answers").fetchall())
+        completed = conn.execute("SELECT completed_at FROM participants").fetchall()
+    assert stored == clicked and len(stored) == len(manifest["questions"])
+    assert len(completed) == 1 and completed[0][0] is not None

@@ -1,0 +1,127 @@
+"""`pv survey build`: selection, rendering of both arms and the manifest."""
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from survey_testdata import TABLE, write_predictions
+
+from pv.cli import main as pv_main
+from pv.data import ImageTransform, load_image
+from pv.explain import class_activation_maps, heatmap_overlay, normalize_maps, perception_visualization, upsample_maps
+from pv.models import Classifier, load_decoder
+from survey.build import build_study
+from survey.manifest import load_manifest
+from survey.questions import CANT_TELL_ID
+
+SIZE = 64
+GAP = 2  # max(2, 64 // 28)
+
+
+def read_png(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+
+
+def test_manifest_questions_options_and_images(study):
+    manifest = load_manifest(study)
+    questions = manifest["questions"]
+    assert Counter(q["subset"] for q in questions) == {"correct": 2, "incorrect": 2}
+    table = {t[0]: t for t in TABLE}
+    for q in questions:
+        image_id, labels, predicted, top, bucket = table[q["image_id"]]
+        assert q["subset"] == bucket and q["top_class"] == top
+        classes = [o["class"] for o in q["options"] if o["id"] != CANT_TELL_ID]
+        assert len(set(classes)) == 4 and classes.count(top) == 1
+        assert q["options"][-1]["id"] == CANT_TELL_ID
+        assert next(o["class"] for o in q["options"] if o["id"] == q["answer"]) == top
+        assert len(set(classes) & (set(labels) - {top})) == min(3, len(set(labels) - {top}))
+        sizes = {arm: Image.open(study / q["images"][arm]).size for arm in manifest["arm_order"]}
+        assert sizes == {"pv": (2 * SIZE + GAP, SIZE), "gradcam": (2 * SIZE + GAP, SIZE)}
+    assert set(manifest["arms"]) == {"pv", "gradcam"}
+    assert "Perception Visualization" in " ".join(manifest["arms"]["pv"]["introduction"])
+    assert "heatmap" in " ".join(manifest["arms"]["gradcam"]["introduction"])
+    preview = (study / "preview.html").read_text()
+    assert all(q["id"] in preview for q in questions)
+
+
+def test_arm_images_show_the_input_beside_pv_and_gradcam_of_the_top_class(study, checkpoints):
+    manifest = load_manifest(study)
+    classifier = Classifier.from_checkpoint(checkpoints[0]).eval()
+    decoder, _ = load_decoder(checkpoints[1])
+    for q in manifest["questions"]:
+        image = ImageTransform(SIZE)(load_image(q["image_path"]))[None]  # (1, 3, 64, 64)
+        top = classifier.class_names.index(q["top_class"])
+        with torch.no_grad():
+            features = classifier.forward_features(image)
+            cam = class_activation_maps(features, classifier.head.weight)[:, top:top + 1]
+            saliency = upsample_maps(normalize_maps(cam), (SIZE, SIZE)).clamp(0, 1)
+            expected = {"pv": perception_visualization(decoder(features), saliency)[0], "gradcam": heatmap_overlay(image, saliency)[0]}
+        for arm in ("pv", "gradcam"):
+            figure = read_png(study / q["images"][arm])
+            assert torch.allclose(figure[:, :, :SIZE], image[0], atol=1 / 255 + 1e-6), f"{q['id']} {arm}: left panel is not the input"
+            assert torch.all(figure[:, :, SIZE:SIZE + GAP] == 1), "white gap between the panels"
+            assert torch.allclose(figure[:, :, SIZE + GAP:], expected[arm], atol=1 / 255 + 1e-6), f"{q['id']} {arm}: wrong explanation"
+        pv, gradcam = (read_png(study / q["images"][arm])[:, :, SIZE + GAP:] for arm in ("pv", "gradcam"))
+        assert (pv - gradcam).abs().mean() > 0.05
+
+
+def test_build_is_seeded_and_refuses_to_overwrite(tmp_path, study, analysis_dir, checkpoints):
+    def build(**kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return build_study(analysis_dir, *checkpoints, tmp_path / "again", seed=3, image_size=SIZE, progress=False, **kwargs)
+
+    build(n_correct=2, n_incorrect=2)  # the same arguments as the `study` fixture
+    first, again = (json.loads((folder / "manifest.json").read_text()) for folder in (study, tmp_path / "again"))
+    assert again["questions"] == first["questions"]
+    assert all((study / q["images"]["pv"]).read_bytes() == (tmp_path / "again" / q["images"]["pv"]).read_bytes() for q in first["questions"])
+    with pytest.raises(ValueError, match="already exists; pass --overwrite"):
+        build(n_correct=2, n_incorrect=2)
+    build(n_correct=3, n_incorrect=1, overwrite=True)
+    rebuilt = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert Counter(q["subset"] for q in rebuilt["questions"]) == {"correct": 3, "incorrect": 1}
+    assert len(list((tmp_path / "again" / "images" / "pv").iterdir())) == 4  # the old images are gone
+
+
+def test_build_errors_name_the_file(tmp_path, checkpoints, tiny_images):
+    missing = dict(tiny_images, img0=tmp_path / "gone.png")
+    write_predictions(tmp_path / "predictions.csv", TABLE, missing)
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=3, n_incorrect=3, image_size=SIZE, progress=False)
+    with pytest.raises(ValueError, match="only 3 correctly classified"):
+        build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=4, n_incorrect=1, image_size=SIZE, progress=False)
+    with pytest.raises(ValueError, match="not a pv decoder checkpoint"):
+        build_study(tmp_path, checkpoints[0], checkpoints[0], tmp_path / "s", n_correct=1, n_incorrect=1, progress=False)
+
+
+def test_cli_builds_a_study_from_real_photos(tmp_path, voc_root, checkpoints, capsys):
+    photos = sorted((voc_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
+    rows = [(p.stem, *spec) for p, spec in zip(photos, [
+        (["train"], ["train"], "train", "correct"), (["chair", "sofa"], ["chair", "sofa"], "chair", "correct"),
+        (["car"], ["bus"], "bus", "incorrect"), (["aeroplane", "person"], ["bird"], "bird", "incorrect"),
+    ])]  # fmt: skip
+    write_predictions(tmp_path / "predictions.csv", rows, {p.stem: p for p in photos})
+    args = ["survey", "build", "--analysis", str(tmp_path), "--classifier", str(checkpoints[0]), "--decoder", str(checkpoints[1]),
+            "--out", str(tmp_path / "study"), "--correct", "2", "--incorrect", "2", "--image-size", "96", "--seed", "1"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert pv_main(args) == 0
+    manifest = load_manifest(tmp_path / "study")
+    assert sorted(q["image_id"] for q in manifest["questions"]) == sorted(r[0] for r in rows)
+    assert Image.open(tmp_path / "study" / manifest["questions"][0]["images"]["pv"]).size == (2 * 96 + 3, 96)
+    assert pv_main(["survey", "build", "--analysis", str(tmp_path / "none"), "--classifier", "c", "--decoder", "d", "--out", "o"]) == 2
+    assert "Predictions table not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["build"], ["serve"], ["export"], ["analyze"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pv_main(["survey", *command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: pv survey" in capsys.readouterr().out

@@ -1,0 +1,70 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pv.cli import cli_main, main
+
+REPO = Path(__file__).resolve().parents[1]
+DEBUG = str(REPO / "configs" / "debug.yaml")
+
+
+def shipped_configs() -> list[Path]:
+    return sorted(p for p in (REPO / "configs").rglob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fit" in out and "explain" in out and "survey" in out
+
+
+def test_fast_dev_run_in_process(tmp_path):
+    cli = cli_main(["fit", "--config", DEBUG, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"])
+    assert cli.trainer.global_step == 1
+
+
+@pytest.mark.parametrize("config", shipped_configs(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_config_parses_and_instantiates(config, tmp_path, voc_root):
+    """Downloads are impossible here, so pretrained weights and dataset roots are overridden."""
+    text = yaml.safe_load(config.read_text())
+    overrides = [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    model_args = text["model"]["init_args"]
+    for part in ("encoder", "model"):
+        if part in model_args and "weights" in model_args[part].get("init_args", {}):
+            overrides.append(f"--model.init_args.{part}.init_args.weights=null")
+    data = text["data"]
+    if isinstance(data, str):  # a data-module config file, relative to the config
+        data = yaml.safe_load((config.parent / data).read_text())
+    if "root" in data.get("init_args", {}):
+        overrides.append(f"--data.init_args.root={voc_root}")
+    if "source" in data.get("init_args", {}):
+        overrides += [f"--data.init_args.source.init_args.root={voc_root}", f"--data.init_args.cache_dir={tmp_path}"]
+    if model_args.get("compile"):
+        overrides.append("--model.init_args.compile=false")  # compiling is lazy but slow to set up on CPU
+    cli = cli_main(["--config", str(config), *overrides], run=False)
+    assert cli.model is not None and cli.datamodule is not None
+
+
+def test_bad_config_values_give_one_line_errors(capsys):
+    code = main(["fit", "--config", DEBUG, "--model.init_args.loss.init_args.weights=[0,0,0]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss weights must not all be zero" in err and "Traceback" not in err
+    code = main(["fit", "--config", DEBUG, "--model.init_args.encoder.init_args.layer=layer7"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Layer 'layer7' not found" in err and "layer4.1" in err
+
+
+def test_checkpoint_of_another_architecture_is_rejected(tmp_path, capsys):
+    cli = cli_main(["fit", "--config", DEBUG, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"])
+    path = tmp_path / "decoder.ckpt"
+    cli.trainer.save_checkpoint(path)
+    code = main(["fit", "--config", DEBUG, f"--model.init_args.encoder.init_args.checkpoint={path}"])
+    assert code == 2 and "not a pv classifier checkpoint" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "pv.cli", "fit", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--ckpt_path" in result.stdout and "--print_config" in result.stdout
