@@ -8,8 +8,11 @@ import torch
 def colorize(saliency: torch.Tensor, colormap: str = "jet") -> torch.Tensor:
     """(B, 1, H, W) in [0, 1] -> RGB (B, 3, H, W) through a matplotlib colormap."""
     lut = torch.tensor(matplotlib.colormaps[colormap](torch.linspace(0, 1, 256).numpy())[:, :3], dtype=torch.float32)
-    index = (saliency.squeeze(1).clamp(0, 1) * 255).round().long()  # (B, H, W)
-    return lut.to(saliency.device)[index].permute(0, 3, 1, 2)  # (B, 3, H, W)
+    lut = lut.to(saliency.device)
+    position = saliency.squeeze(1).float().clamp(0, 1) * (len(lut) - 1)  # (B, H, W)
+    low = position.floor().long().clamp(max=len(lut) - 2)
+    fraction = (position - low).unsqueeze(-1)  # linear between entries: nearby values get nearby colours
+    return torch.lerp(lut[low], lut[low + 1], fraction).permute(0, 3, 1, 2)  # (B, 3, H, W)
 
 
 def heatmap_overlay(images: torch.Tensor, saliency: torch.Tensor, colormap: str = "jet", alpha: float = 0.5) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pv.explain import (
-    GradCAM, PerceptionVisualizer, class_discriminative_pv, heatmap_overlay, mask_image, perception_visualization,
+    GradCAM, PerceptionVisualizer, class_discriminative_pv, colorize, heatmap_overlay, mask_image, perception_visualization,
 )
 from pv.models import Decoder
 
@@ -30,6 +30,18 @@ def test_overlays():
     over = heatmap_overlay(images, maps, colormap="viridis", alpha=0.3)
     assert over.shape == (2, 3, 8, 8) and torch.allclose(heatmap_overlay(images, maps, alpha=0.0), images)
     assert torch.equal(mask_image(images, maps), maps * images)
+
+
+def test_colorize_follows_the_colormap_continuously():
+    import matplotlib
+
+    values = torch.tensor([0.0, 0.3, 0.5, 1.0]).view(1, 1, 2, 2)
+    expected = torch.tensor(matplotlib.colormaps["jet"](values.flatten().numpy())[:, :3], dtype=torch.float32)
+    colours = colorize(values)  # (1, 3, 2, 2)
+    torch.testing.assert_close(colours.flatten(2)[0].T, expected, atol=0.01, rtol=0)
+    # a tiny change of the map gives a tiny change of colour (no jump between colormap entries)
+    base = torch.full((1, 1, 1, 1), 127.5 / 255 - 5e-6)  # just below a rounding boundary of a 256-entry table
+    assert (colorize(base + 1e-5) - colorize(base)).abs().max() < 1e-3
 
 
 class Recorder(nn.Module):
