@@ -89,9 +89,10 @@ def resolve_class_names(model: Classifier, num_labels: int, checkpoint: str | Pa
 
 @torch.inference_mode()
 def predict(model: Classifier, loader: DataLoader, device: torch.device) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Image paths, probabilities (N, C) and multi-hot labels (N, C), on the CPU.
+    """Image paths, probabilities (N, C) and multi-hot labels (N, C), on the CPU, one entry per readable image.
 
     Probabilities are float64 rounded to 6 decimals: what the files show is exactly what is thresholded.
+    The dataset stands in the next image for an unreadable one (after a warning naming it); that repeat is dropped.
     """
     model.eval().to(device)
     paths, probs, labels = [], [], []
@@ -100,7 +101,12 @@ def predict(model: Classifier, loader: DataLoader, device: torch.device) -> tupl
         probs.append(torch.sigmoid(logits.double()).cpu())
         labels.append(batch["label"].cpu())
         paths += list(batch["path"])
-    return paths, torch.round(torch.cat(probs) * 1e6) / 1e6, torch.cat(labels)
+    first = {}  # path -> index of its first occurrence, in order
+    for index, path in enumerate(paths):
+        first.setdefault(path, index)
+    keep = torch.tensor(list(first.values()), dtype=torch.long)  # (N,)
+    probs_all = torch.round(torch.cat(probs) * 1e6) / 1e6  # (N + repeats, C)
+    return list(first), probs_all[keep], torch.cat(labels)[keep]
 
 
 def make_rows(paths: list[str], probs: torch.Tensor, labels: torch.Tensor, class_names: list[str], threshold: float) -> list[dict]:

@@ -31,7 +31,10 @@ class GuidedBackprop(Saliency):
 class GuidedGradCAM(Saliency):
     """Guided Backprop times Grad-CAM upsampled to the input (Selvaraju et al. 2017). Raw: (B, 3, H, W).
 
-    `layer` and `fast` go to Grad-CAM.
+    Grad-CAM is scaled per image to a maximum of 1 before the product, so the raw attribution is in
+    guided-backprop units: the product of two raw maps is ~1e-8 for a small net, within reach of
+    absolute epsilons and of half-precision underflow (fp16's smallest subnormal is 6e-8). The
+    normalised map is the same either way. `layer` and `fast` go to Grad-CAM.
     """
 
     def __init__(self, model: nn.Module, *, layer: str | None = None, fast: bool | None = None, **options):
@@ -41,5 +44,7 @@ class GuidedGradCAM(Saliency):
 
     def attribute(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:
         targets = self.targets(images, targets)
-        cam = upsample_maps(self.gradcam.attribute(images, targets), images.shape[-2:])  # (B, 1, H, W)
+        cam = self.gradcam.attribute(images, targets)  # (B, 1, h, w), >= 0
+        cam = cam / cam.flatten(1).amax(1).clamp_min(torch.finfo(cam.dtype).tiny).view(-1, 1, 1, 1)  # max 1 (or all 0)
+        cam = upsample_maps(cam, images.shape[-2:])  # (B, 1, H, W)
         return self.guided.attribute(images, targets) * cam  # (B, 3, H, W)

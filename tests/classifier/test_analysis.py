@@ -160,3 +160,27 @@ def test_xml_without_objects_is_skipped_and_unknown_class_named(trained_checkpoi
     xml.write_text(text.replace("<name>car</name>", "<name>unicorn</name>"))
     with pytest.raises(ValueError, match=r"unicorn.*000004\.xml"):
         main([*args, "--out", str(tmp_path / "out2")])
+
+
+def test_help_describes_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: pv analyze")
+    assert all(option in text for option in ("--checkpoint", "--data", "--split", "--threshold", "--out"))
+
+
+def test_unreadable_image_is_named_and_gives_no_repeated_row(trained_checkpoint, voc_root, tmp_path):
+    copy_devkit(voc_root, tmp_path)
+    broken = tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages" / "000004.jpg"
+    broken.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(trained_checkpoint), "--data", VOC_DATA, "--root", str(tmp_path), "--split", "trainval"]
+    with pytest.warns(UserWarning, match="000004.jpg"):
+        assert main([*args, *TINY, "--out", str(out)]) == 0
+    rows = json.loads((out / "predictions.json").read_text())
+    ids = [row["id"] for row in rows]
+    assert len(ids) == len(set(ids)) == 7 and "000004" not in ids
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_images"] == sum(summary["buckets"].values()) == 7

@@ -118,6 +118,46 @@ def test_validation_logs_map_per_class_ap_and_f1(tmp_path):
     assert {"val/loss", "val/f1"} <= set(logged)
 
 
+class RecordingLogger(pl.loggers.Logger):
+    """Keeps every metric dict a Trainer sends to its logger (what W&B would receive)."""
+
+    def __init__(self):
+        super().__init__()
+        self.metrics: list[dict] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.metrics.append(dict(metrics))
+
+
+def test_fit_sends_loss_map_per_class_ap_and_f1_to_the_logger(tmp_path):
+    pl.seed_everything(0)
+    logger = RecordingLogger()
+    trainer = tiny_trainer(tmp_path, logger=logger, max_epochs=1, limit_train_batches=2, limit_val_batches=2, log_every_n_steps=1)
+    val_loader = noise_loader(seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(ClassifierModule(tiny_classifier()), noise_loader(), val_loader)
+    keys = set().union(*logger.metrics)
+    assert {"train/loss_step", "train/loss_epoch", "val/loss", "val/map", "val/f1"} <= keys
+    labels = val_loader.dataset.labels  # (8, 20) validation labels; both batches are validated
+    present = [VOC_CLASSES[c] for c in range(20) if labels[:, c].any()]
+    absent = [VOC_CLASSES[c] for c in range(20) if not labels[:, c].any()]
+    assert {f"val/ap/{name}" for name in present} | {f"val/f1/{name}" for name in present} <= keys
+    assert not any(f"val/ap/{name}" in keys for name in absent)
+    assert all(0 <= value <= 1 for metrics in logger.metrics for key, value in metrics.items() if key.startswith("val/ap/"))
+
+
 class RecordTrunk(pl.Callback):
     """Per training batch: (epoch, trunk in train mode?, trunk requires grad?); per epoch end: a trunk snapshot."""
 

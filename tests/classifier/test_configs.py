@@ -50,3 +50,15 @@ def test_fit_debug_config_saves_checkpoints_the_decoder_accepts(fit_run):
     assert encoder(torch.rand(1, 3, 64, 64)).shape == (1, 512, 2, 2)
     with pytest.raises(ValueError, match="holds a resnet18 classifier"):
         FrozenEncoder(arch="resnet34", layer="layer4", checkpoint=str(last))
+
+
+@pytest.mark.xfail(strict=True, reason="pv/cli.py parses with parser_mode='omegaconf', which resolves ${trainer.default_root_dir} "
+                   "inside the config file before command-line overrides; 'omegaconf+' resolves after them")
+def test_paper_config_logs_and_checkpoints_under_the_given_root_dir(tmp_path):
+    from pytorch_lightning.loggers import WandbLogger
+
+    cli = cli_main(["--config", str(CONFIGS / "classifier" / "voc_resnet50.yaml"), "--model.init_args.model.init_args.weights=null",
+                    f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
+    assert isinstance(cli.trainer.logger, WandbLogger)
+    (checkpointing,) = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert (cli.trainer.logger.save_dir, checkpointing.dirpath) == (str(tmp_path), str(tmp_path / "checkpoints"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pv.explain import SALIENCY, GradCAM, GradCAMPlusPlus
+from pv.explain import SALIENCY, GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, upsample_maps
 
 
 def hand_built_net() -> nn.Sequential:
@@ -76,6 +76,25 @@ def test_gradcam_plus_plus_weights_match_pytorch_grad_cam(tiny_net):
     clear = gradients.abs().amin(dim=(2, 3)) > 0.05  # where their eps is negligible against g^2
     assert clear.sum() > 10
     torch.testing.assert_close(ours[clear], torch.from_numpy(theirs).float()[clear], rtol=1e-3, atol=1e-6)
+
+
+def test_guided_gradcam_is_guided_backprop_times_gradcam(tiny_net):
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    targets = torch.tensor([1, 4])
+    cam = GradCAM(tiny_net).attribute(images, targets)  # (2, 1, 16, 16)
+    guided = GuidedBackprop(tiny_net).attribute(images, targets)  # (2, 3, 32, 32)
+    product = guided * upsample_maps(cam, (32, 32))  # the definition
+    assert product.abs().amax() < 1e-6  # tiny: a product of two small raw maps
+    method = GuidedGradCAM(tiny_net)
+    raw = method.attribute(images, targets)
+    # Grad-CAM scaled to a maximum of 1 per image: the raw map is in guided-backprop units
+    torch.testing.assert_close(raw, product / cam.flatten(1).amax(1).view(-1, 1, 1, 1))
+    assert (raw.flatten(1).abs().amax(1) > 0.05 * guided.flatten(1).abs().amax(1)).all()
+    # the normalised map is that of the product itself: min-max of sum_c |product_c|, computed in float64
+    reduced = product.double().abs().sum(1, keepdim=True).flatten(1)
+    low, high = reduced.amin(1, keepdim=True), reduced.amax(1, keepdim=True)
+    expected = ((reduced - low) / (high - low)).view(2, 1, 32, 32).float()
+    torch.testing.assert_close(method(images, targets), expected, atol=1e-6, rtol=0)
 
 
 def test_default_layer_of_other_models(tiny_net):
