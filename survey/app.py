@@ -110,8 +110,9 @@ def create_app(study_dir: str | Path, db_path: str | Path, admin_token: str | No
         found = participant()
         if found is not None:
             return resume(found)
-        check_token("start", session.get("start") or secrets.token_urlsafe(24))
-        found = db.create_participant(conn(), manifest["arm_order"], option_order)
+        start_key = session.get("start") or secrets.token_urlsafe(24)
+        check_token("start", start_key)
+        found = db.create_participant(conn(), manifest["arm_order"], option_order, start_key)  # a resent Start: the same participant
         session.clear()
         session["pid"] = found.id
         session.permanent = True
@@ -133,7 +134,7 @@ def create_app(study_dir: str | Path, db_path: str | Path, admin_token: str | No
         options = [{"id": oid, "label": labels[oid]} for oid in found.option_order[qid]]
         return render_template(
             "question.html", qid=qid, number=order.index(qid) + 1, count=len(order), options=options,
-            token=found.form_token, question_text=manifest["question_text"],
+            token=found.form_token, question_text=manifest["question_text"], explanation=manifest["arms"][found.arm]["title"],
         )  # fmt: skip
 
     @app.post("/answer")

@@ -3,7 +3,7 @@
 Each arm's image is the input (left) beside its explanation for the model's top class (right), at the
 same size and layout: the PV arm shows the Perception Visualization (decoder reconstruction of the
 classifier's latent, white where the model does not look), the Grad-CAM arm the Grad-CAM heatmap
-overlay. Grad-CAM uses the closed form for linear-on-GAP heads (`pv.explain.class_activation_maps`).
+overlay. Both come from `pv explain`'s `PerceptionVisualizer` (Grad-CAM at the decoder's latent layer).
 """
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 from pv.data import ImageTransform, load_image
-from pv.explain import class_activation_maps, heatmap_overlay, normalize_maps, perception_visualization, upsample_maps
-from pv.models import Classifier, Decoder, load_decoder, truncate
+from pv.explain import PerceptionVisualizer, heatmap_overlay
+from pv.models import Classifier, Decoder, load_decoder
 from survey import texts
 from survey.manifest import FORMAT, MANIFEST_NAME, write_manifest
 from survey.questions import Prediction, question_options, read_predictions, select_questions
@@ -30,35 +29,27 @@ ARMS = ("pv", "gradcam")
 
 
 class ArmRenderer:
-    """Images (B, 3, S, S) in [0, 1] + top-class indices -> one side-by-side figure per arm."""
+    """Images (B, 3, S, S) in [0, 1] + top-class indices -> one side-by-side figure per arm.
 
-    def __init__(self, classifier: Classifier, decoder: Decoder, encoder_config: dict, colormap: str = "jet", alpha: float = 0.5):
+    The explanations are `pv explain`'s own: `PerceptionVisualizer` gives the reconstruction of the
+    classifier's latent and the Grad-CAM map of the top class at that layer; the PV arm shows
+    (1 - m) + m y, the Grad-CAM arm the same map m as a heatmap over the photo.
+    """
+
+    def __init__(self, classifier: Classifier, decoder: Decoder, encoder_config: dict, colormap: str = "jet", alpha: float = 0.5,
+                 decoder_name: str = "the decoder"):  # fmt: skip
         self.classifier = classifier.eval()
-        self.decoder = decoder.eval()
         arch = encoder_config.get("arch", classifier.config["arch"])
         if arch != classifier.config["arch"]:
-            raise ValueError(f"the decoder decodes a {arch} latent but the classifier is a {classifier.config['arch']}")
-        layer = encoder_config.get("layer") or classifier.feature_layer
-        # The decoder's latent is the classifier's own activation at the encoder layer.
-        self.encoder = None if layer == classifier.feature_layer else truncate(classifier.trunk, layer)
+            raise ValueError(f"{decoder_name} decodes a {arch} latent but the classifier is a {classifier.config['arch']}")
+        self.visualizer = PerceptionVisualizer(self.classifier, decoder.eval(), encoder_config, decoder_name=decoder_name)
         self.colormap, self.alpha = colormap, alpha
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor, top: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = images.shape[-2:]
-        features = self.classifier.forward_features(images)  # (B, C, h, w)
-        latent = features if self.encoder is None else self.encoder(self.classifier.normalize(images))
-        if latent.shape[1] != self.decoder.in_channels:
-            raise ValueError(f"the decoder expects {self.decoder.in_channels} latent channels, the classifier gives {latent.shape[1]}")
-        reconstruction = self.decoder(latent)  # (B, 3, h', w')
-        if reconstruction.shape[-2:] != size:
-            reconstruction = F.interpolate(reconstruction, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
-        cams = class_activation_maps(features, self.classifier.head.weight)  # (B, K, h, w)
-        cam = cams[torch.arange(len(top)), top].unsqueeze(1)  # (B, 1, h, w)
-        saliency = upsample_maps(normalize_maps(cam), tuple(size)).clamp(0, 1)  # (B, 1, S, S)
+        result = self.visualizer(images, top)  # pv (B, 1, 3, S, S), saliency (B, 1, 1, S, S)
         explanations = {
-            "pv": perception_visualization(reconstruction, saliency),
-            "gradcam": heatmap_overlay(images, saliency, self.colormap, self.alpha),
+            "pv": result["pv"][:, 0],
+            "gradcam": heatmap_overlay(images, result["saliency"][:, 0], self.colormap, self.alpha),
         }
         return {arm: side_by_side(images, explained) for arm, explained in explanations.items()}
 
@@ -75,7 +66,7 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 def save_png(image: torch.Tensor, path: Path) -> None:
     """(3, H, W) in [0, 1] -> 8-bit PNG."""
-    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    array = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
 
@@ -118,7 +109,7 @@ def build_study(
         raise ValueError(f"{table}: prob_<class> columns {csv_classes} do not match the classifier's classes {classes}")
     chosen = select_questions(rows, n_correct, n_incorrect, seed)
     option_rng = random.Random(f"options-{seed}")
-    renderer = ArmRenderer(model, decoder_model, encoder_config)
+    renderer = ArmRenderer(model, decoder_model, encoder_config, decoder_name=f"decoder {decoder}")
     transform = ImageTransform(image_size)
     if (out / "images").exists():
         shutil.rmtree(out / "images")

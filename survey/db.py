@@ -1,7 +1,7 @@
 """The response database: SQLite in WAL mode; every write is one `BEGIN IMMEDIATE` transaction.
 
 Tables: `meta` (study fingerprint, the manifest, the cookie-signing key), `participants` (random id,
-arrival number, arm, form token, option order per question, start/completion times) and `answers`
+arrival number, arm, form token, start token, option order per question, start/completion times) and `answers`
 (first answer per participant and question). No IP address, user agent or other personal data.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS participants (
     seq INTEGER NOT NULL UNIQUE,       -- arrival number 0, 1, 2, ... (arm = arm_order[seq % arms])
     arm TEXT NOT NULL,
     form_token TEXT NOT NULL,          -- per-participant CSRF token
+    start_key TEXT,                    -- the welcome page's one-time token: a double-clicked Start makes one participant
     option_order TEXT NOT NULL,        -- JSON {question id: [option ids in display order]}
     started_at TEXT NOT NULL,
     completed_at TEXT                  -- NULL while incomplete (a drop-out if it stays NULL)
@@ -95,6 +96,10 @@ def init_db(db_path: str | Path, manifest: dict[str, Any]) -> str:
                 raise ValueError(f"{db_path}: cannot switch SQLite to WAL mode (got {mode!r})")
             conn.executescript(SCHEMA)
             with immediate(conn):
+                columns = {r["name"] for r in conn.execute("PRAGMA table_info(participants)")}
+                if "start_key" not in columns:  # a database made before start tokens were stored
+                    conn.execute("ALTER TABLE participants ADD COLUMN start_key TEXT")
+                conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS participants_start_key ON participants (start_key)")
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                 study = fingerprint(manifest)
                 if "study" in meta and meta["study"] != study:
@@ -113,17 +118,27 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM meta").fetchall())
 
 
-def create_participant(conn: sqlite3.Connection, arms: list[str], option_order: Callable[[int], dict[str, list[str]]]) -> Participant:
-    """Add the next participant: arm round-robin by arrival number, atomic under concurrent arrivals."""
+def create_participant(conn: sqlite3.Connection, arms: list[str], option_order: Callable[[int], dict[str, list[str]]],
+                       start_key: str | None = None) -> Participant:  # fmt: skip
+    """Add the next participant: arm round-robin by arrival number, atomic under concurrent arrivals.
+
+    A `start_key` (the welcome page's one-time token) already used returns the participant it made:
+    a double-clicked or resent Start adds no second participant, arm or drop-out.
+    """
     with immediate(conn):
+        if start_key is not None:
+            made = conn.execute("SELECT id FROM participants WHERE start_key = ?", (start_key,)).fetchone()
+            if made is not None:
+                return get_participant(conn, made["id"])
         seq = conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM participants").fetchone()[0]
         participant = Participant(
             id=secrets.token_hex(16), seq=seq, arm=arms[seq % len(arms)], form_token=secrets.token_urlsafe(32),
             option_order=option_order(seq), started_at=now(), completed_at=None,
         )  # fmt: skip
         conn.execute(
-            "INSERT INTO participants (id, seq, arm, form_token, option_order, started_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (participant.id, seq, participant.arm, participant.form_token, json.dumps(participant.option_order), participant.started_at),
+            "INSERT INTO participants (id, seq, arm, form_token, start_key, option_order, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (participant.id, seq, participant.arm, participant.form_token, start_key, json.dumps(participant.option_order),
+             participant.started_at),  # fmt: skip
         )
     return participant
 

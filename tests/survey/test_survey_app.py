@@ -204,3 +204,21 @@ def test_bad_study_or_database_is_a_clear_error(tmp_path, study):
     (tmp_path / "manifest.json").write_text('{"format": "pv-survey/1", "arm_order": ["pv"], "arms": {}}')
     with pytest.raises(ValueError, match="field 'arms'"):
         create_app(tmp_path, tmp_path / "r.sqlite")
+
+
+def test_a_double_clicked_start_makes_one_participant(app, db_path):
+    first = new_client(app)
+    welcome = first.get("/")
+    second = new_client(app)  # the same browser sending the Start form twice: same cookie, same token
+    second.set_cookie("pv_survey", first.get_cookie("pv_survey").value)
+    token = form_value(welcome.text, "start")
+    replies = [client.post("/start", data={"start": token}) for client in (first, second)]
+    assert [r.status_code for r in replies] == [303, 303]
+    assert len(rows(db_path, "SELECT * FROM participants")) == 1
+    assert current(first)["qid"] == current(second)["qid"]
+    q = current(second)
+    answer(second, q, q["options"][0][0])
+    assert current(first)["number"] == 2  # both requests gave the browser the same participant
+    newcomer = new_client(app)
+    start(newcomer)
+    assert [r[0] for r in rows(db_path, "SELECT arm FROM participants ORDER BY seq")] == ["pv", "gradcam"]

@@ -30,7 +30,7 @@ def test_participant_completes_the_survey_by_clicking(study, tmp_path):
             executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
         )
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1280, "height": 800})  # a laptop screen
             page.set_default_timeout(20_000)
             page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
             page.goto(base + "/")
@@ -43,6 +43,11 @@ def test_participant_completes_the_survey_by_clicking(study, tmp_path):
                     page.reload()
                     assert page.locator(".progress label").inner_text() == f"Question 3 of {len(manifest['questions'])}"
                 assert page.eval_on_selector("figure img", "img => img.complete && img.naturalWidth") == 130
+                if number == 1:  # labelled panels; image, options and button on one screen without scrolling
+                    assert page.locator(".panel-titles").inner_text().split("\n") == ["Photo", manifest["arms"]["pv"]["title"]]
+                    assert page.locator("figure img").bounding_box()["width"] >= 500
+                    button = page.locator("#next").bounding_box()
+                    assert button["y"] + button["height"] <= 800
                 qid = page.locator("input[name=question]").get_attribute("value")
                 option = page.locator("label.option").nth(number % 5)
                 clicked[qid] = labels[qid][option.inner_text().strip()]

@@ -81,3 +81,46 @@ def test_first_answer_kept_only_current_question_accepted_completion_recorded(tm
         assert db.record_answer(conn, p.id, ids, ids[-1], "o1", 0) == "recorded"
         assert db.get_participant(conn, p.id).completed_at is not None
         assert len(db.read_answers(conn)) == len(ids)
+
+
+def test_a_resent_start_token_makes_one_participant_even_concurrently(tmp_path, study):
+    manifest = load_manifest(study)
+    path = tmp_path / "r.sqlite"
+    db.init_db(path, manifest)
+    barrier = threading.Barrier(20)
+    made, errors = [], []
+
+    def click_start():
+        try:
+            with closing(db.connect(path)) as conn:
+                barrier.wait(timeout=30)
+                made.append(db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="same-welcome-page"))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=click_start) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(made) == 20
+    assert {p.id for p in made} == {made[0].id} and made[0].seq == 0
+    with closing(db.connect(path)) as conn:
+        other = db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="another-browser")
+        assert (other.seq, other.arm) == (1, manifest["arm_order"][1])  # the round-robin skipped nothing
+        assert db.create_participant(conn, manifest["arm_order"], orders(manifest)).seq == 2  # no key: always a new one
+        assert len(db.read_participants(conn)) == 3
+
+
+def test_a_database_from_before_start_tokens_is_upgraded_in_place(tmp_path, study):
+    manifest = load_manifest(study)
+    path = tmp_path / "old.sqlite"
+    with closing(db.connect(path)) as conn:
+        conn.executescript(db.SCHEMA.replace("    start_key TEXT,", ""))  # leaves a comment line
+        assert "start_key" not in {r["name"] for r in conn.execute("PRAGMA table_info(participants)")}
+        conn.execute("INSERT INTO participants (id, seq, arm, form_token, option_order, started_at) VALUES ('a', 0, 'pv', 't', '{}', 'now')")
+    db.init_db(path, manifest)
+    with closing(db.connect(path)) as conn:
+        assert db.get_participant(conn, "a").arm == "pv"
+        assert db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="k").seq == 1
+        assert db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="k").seq == 1

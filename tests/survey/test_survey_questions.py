@@ -8,7 +8,7 @@ import pytest
 from survey_testdata import CLASSES, TABLE, write_predictions
 
 from survey.questions import (
-    CANT_TELL_ID, CANT_TELL_LABEL, Prediction, class_options, display_order, question_options, read_predictions, select_questions,
+    BUCKETS, CANT_TELL_ID, CANT_TELL_LABEL, Prediction, class_options, display_order, question_options, read_predictions, select_questions,
 )  # fmt: skip
 
 
@@ -124,3 +124,29 @@ def test_read_predictions_names_file_line_and_field(tmp_path):
         read_predictions(tmp_path / "q.csv")
     with pytest.raises(FileNotFoundError, match="nothing"):
         read_predictions(tmp_path / "nothing")
+
+
+def test_reads_the_table_pv_analyze_writes(tmp_path):
+    import torch
+
+    from pv import analysis
+
+    assert set(analysis.BUCKETS) == set(BUCKETS)
+    labels = torch.zeros(3, len(CLASSES))
+    labels[0, [CLASSES.index("cat")]] = 1
+    labels[1, [CLASSES.index("dog"), CLASSES.index("sofa")]] = 1
+    labels[2, [CLASSES.index("horse")]] = 1
+    probs = torch.full((3, len(CLASSES)), 0.1, dtype=torch.float64)
+    probs[0, CLASSES.index("cat")] = 0.9  # correct
+    probs[1, CLASSES.index("sofa")] = 0.8  # partial: dog missed
+    probs[2, CLASSES.index("cow")] = 0.7  # incorrect
+    paths = [str(tmp_path / f"{name}.jpg") for name in ("a", "b", "c")]
+    analysis.write_outputs(tmp_path, analysis.make_rows(paths, probs, labels, CLASSES, 0.5), {})
+    rows, classes = read_predictions(tmp_path)
+    assert classes == CLASSES
+    assert [(r.id, r.bucket, r.top_class, r.labels, r.predicted) for r in rows] == [
+        ("a", "correct", "cat", ("cat",), ("cat",)),
+        ("b", "partial", "sofa", ("dog", "sofa"), ("sofa",)),
+        ("c", "incorrect", "cow", ("horse",), ("cow",)),
+    ]
+    assert [r.path for r in rows] == paths and rows[0].top_prob == 0.9
