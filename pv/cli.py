@@ -6,6 +6,7 @@ import re
 import os
 import sys
 
+from jsonargparse import set_parsing_settings
 from pytorch_lightning.cli import LightningCLI
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -23,10 +24,13 @@ USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """LightningCLI over any LightningModule / LightningDataModule named by `class_path` in the config."""
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; WANDB_MODE=online to sync
+    # omegaconf+ resolves ${trainer.default_root_dir} after command-line overrides; configs name keys
+    # from their own root, so they work with and without the `fit` subcommand.
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return LightningCLI(
         args=args,
         run=run,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf+"},  # interpolate after command-line overrides
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
         auto_configure_optimizers=False,

@@ -52,8 +52,6 @@ def test_fit_debug_config_saves_checkpoints_the_decoder_accepts(fit_run):
         FrozenEncoder(arch="resnet34", layer="layer4", checkpoint=str(last))
 
 
-@pytest.mark.xfail(strict=True, reason="pv/cli.py parses with parser_mode='omegaconf', which resolves ${trainer.default_root_dir} "
-                   "inside the config file before command-line overrides; 'omegaconf+' resolves after them")
 def test_paper_config_logs_and_checkpoints_under_the_given_root_dir(tmp_path):
     from pytorch_lightning.loggers import WandbLogger
 
