@@ -247,7 +247,7 @@ def bench_baselines(args, device: torch.device) -> dict:
                 return torch.sigmoid(model(x)).cpu().numpy()
 
         times = timed(lambda: explainer.explain_instance(image_np, predict, labels=(int(target),), top_labels=None,
-                                                         num_samples=args.lime_samples, batch_size=64, progress_bar=False), device, 0, 2)
+                                                         num_samples=args.lime_samples, batch_size=64, random_seed=0), device, 0, 2)
         results["lime_package"] = {"seconds_per_image": sum(times) / len(times), "n_samples": args.lime_samples}
     except ImportError:
         results["lime_package"] = "lime not installed (pip install lime)"

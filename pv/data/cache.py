@@ -15,13 +15,30 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
 from pv.data.datamodules import ImageDataModule
 from pv.data.transforms import ImageTransform
 
 
+
+
+def source_paths(dataset: Dataset) -> list[str] | None:
+    """The image files a dataset reads, in order (through `Subset`s), or None when it does not say."""
+    if isinstance(dataset, Subset):
+        paths = source_paths(dataset.dataset)
+        return None if paths is None else [paths[i] for i in dataset.indices]
+    paths = getattr(dataset, "paths", None)
+    return [str(p) for p in paths] if paths is not None else None
+
+
+def cache_matches(folder: Path, dataset: Dataset) -> bool:
+    """Whether `folder` holds a complete cache of exactly `dataset`'s files (a stale cache is rebuilt)."""
+    if not (folder / "images.npy").is_file() or not (folder / "meta.json").is_file():
+        return False
+    meta = json.loads((folder / "meta.json").read_text())
+    return meta.get("source") == source_paths(dataset) and meta.get("count") == len(dataset)
 
 
 def build_cache(dataset: Dataset, folder: str | Path, description: str = "caching") -> Path:
@@ -42,7 +59,8 @@ def build_cache(dataset: Dataset, folder: str | Path, description: str = "cachin
     del images
     if labels:
         np.save(folder / "labels.npy", np.stack(labels))
-    (folder / "meta.json").write_text(json.dumps({"count": len(paths), "size": size, "paths": paths}))
+    meta = {"count": len(paths), "size": size, "paths": paths, "source": source_paths(dataset)}
+    (folder / "meta.json").write_text(json.dumps(meta))
     (folder / "images.partial.npy").rename(folder / "images.npy")  # complete only once fully written
     return folder
 
@@ -125,19 +143,33 @@ class CachedDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         self.source.prepare_data()
-        if all((self.split_dir(s) / "images.npy").is_file() for s in ("train", "val")):
-            return
         source = copy.copy(self.source)  # same files and split, un-augmented at the cache size
         source.eval_transform = source.train_transform = ImageTransform(self.cache_size)
         source.setup("fit")
-        build_cache(source.train_set, self.split_dir("train"), "caching train images")
-        build_cache(source.val_set, self.split_dir("val"), "caching val images")
+        for split, dataset in (("train", source.train_set), ("val", source.val_set)):
+            if not cache_matches(self.split_dir(split), dataset):  # missing, or cached from other files
+                build_cache(dataset, self.split_dir(split), f"caching {split} images")
+                (self.split_dir(split) / "latents.npy").unlink(missing_ok=True)
 
     def setup(self, stage: str = "fit") -> None:
-        if self.use_latents and not (self.split_dir("train") / "latents.npy").is_file():
-            raise FileNotFoundError(f"No cached latents in {self.split_dir('train')}: run pv.data.cache.cache_latents first")
+        if self.use_latents:
+            self.check_latents()
         self.train_set = CachedBatches(self.split_dir("train"), with_latents=self.use_latents)
         self.val_set = CachedBatches(self.split_dir("val"))
+
+    def check_latents(self) -> None:
+        """Cached latents must exist and come from the encoder being trained against (same config)."""
+        folder = self.split_dir("train")
+        if not (folder / "latents.npy").is_file():
+            raise FileNotFoundError(f"No cached latents in {folder}: run pv.data.cache.cache_latents first")
+        cached = json.loads((folder / "latents.json").read_text())
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        encoder = getattr(getattr(model, "encoder", None), "config", None)
+        if encoder is not None and (cached.get("encoder") != encoder or cached.get("image_size") != self.image_size):
+            raise ValueError(
+                f"{folder / 'latents.npy'} holds latents of {cached.get('encoder')} at {cached.get('image_size')} px, but the model's "
+                f"encoder is {encoder} at {self.image_size} px: run cache_latents again for this encoder"
+            )
 
     def _loader(self, dataset: CachedBatches, shuffle: bool) -> DataLoader:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.source.seed)) if shuffle else SequentialSampler(dataset)

@@ -76,3 +76,33 @@ def test_latents_require_unaugmented_batches(folder, tmp_path):
         CachedDataModule(source, cache_dir=str(tmp_path), use_latents=True)
     with pytest.raises(ValueError, match="cache_size"):
         CachedDataModule(source, cache_dir=str(tmp_path), cache_size=16)
+
+
+def test_stale_cache_of_other_files_is_rebuilt(folder, tmp_path):
+    def cached_train_images(root) -> np.ndarray:
+        source = ImageFolderDataModule(root=str(root), val_fraction=0.2, image_size=32, batch_size=4)
+        data = CachedDataModule(source, cache_dir=str(tmp_path / "cache"), num_workers=0)
+        data.prepare_data()
+        return np.load(data.split_dir("train") / "images.npy")
+
+    first = cached_train_images(folder)
+    again = cached_train_images(folder)  # same files: the cache is reused as it is
+    assert np.array_equal(first, again)
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((40, 40, 3), 10 * i, dtype=np.uint8)).save(other / f"{i}.png")
+    rebuilt = cached_train_images(other)  # same cache_dir, other images: never the stale cache
+    assert rebuilt.shape[0] == 4 and set(np.unique(rebuilt)) <= {0, 10, 20, 30, 40}
+
+
+def test_latents_of_another_encoder_are_rejected(folder, tmp_path):
+    source = ImageFolderDataModule(root=str(folder), val_fraction=0.2, image_size=64, batch_size=4)
+    data = CachedDataModule(source, cache_dir=str(tmp_path / "cache"), flip=False, random_crop=False, use_latents=True, num_workers=0)
+    data.prepare_data()
+    cache_latents(data.split_dir("train"), FrozenEncoder("resnet18", "layer3", weights=None), 64)
+    module = DecoderModule(FrozenEncoder("resnet18", "layer4", weights=None), Decoder(512, (8, 8, 8, 8, 8)))
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(ValueError, match="holds latents of .*layer3.* but the model's encoder is .*layer4"):
+        trainer.fit(module, data)
