@@ -22,8 +22,6 @@ from pv.data.datamodules import ImageDataModule
 from pv.data.transforms import ImageTransform
 
 
-
-
 def source_paths(dataset: Dataset) -> list[str] | None:
     """The image files a dataset reads, in order (through `Subset`s), or None when it does not say."""
     if isinstance(dataset, Subset):

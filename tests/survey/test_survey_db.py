@@ -16,6 +16,28 @@ def orders(manifest):
     return lambda seq: {q["id"]: [o["id"] for o in q["options"]] for q in manifest["questions"]}
 
 
+def arrive_together(path, manifest, count: int, start_key: str | None = None) -> list[db.Participant]:
+    """`count` threads, each with its own connection, call create_participant at the same moment."""
+    barrier = threading.Barrier(count)
+    made, errors = [], []
+
+    def arrive():
+        try:
+            with closing(db.connect(path)) as conn:
+                barrier.wait(timeout=30)
+                made.append(db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key=start_key))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=arrive) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(made) == count
+    return made
+
+
 def test_schema_wal_and_study_binding(tmp_path, study):
     manifest = load_manifest(study)
     key = db.init_db(tmp_path / "r.sqlite", manifest)
@@ -39,23 +61,7 @@ def test_round_robin_is_atomic_under_50_concurrent_arrivals(tmp_path, study):
     manifest = load_manifest(study)
     path = tmp_path / "r.sqlite"
     db.init_db(path, manifest)
-    barrier = threading.Barrier(50)
-    made, errors = [], []
-
-    def arrive():
-        try:
-            with closing(db.connect(path)) as conn:
-                barrier.wait(timeout=30)
-                made.append(db.create_participant(conn, manifest["arm_order"], orders(manifest)))
-        except Exception as err:  # noqa: BLE001 - reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=arrive) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors and len(made) == 50
+    made = arrive_together(path, manifest, 50)
     assert sorted(p.seq for p in made) == list(range(50))
     assert all(p.arm == manifest["arm_order"][p.seq % 2] for p in made)
     counts = Counter(p.arm for p in made)
@@ -87,23 +93,7 @@ def test_a_resent_start_token_makes_one_participant_even_concurrently(tmp_path, 
     manifest = load_manifest(study)
     path = tmp_path / "r.sqlite"
     db.init_db(path, manifest)
-    barrier = threading.Barrier(20)
-    made, errors = [], []
-
-    def click_start():
-        try:
-            with closing(db.connect(path)) as conn:
-                barrier.wait(timeout=30)
-                made.append(db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="same-welcome-page"))
-        except Exception as err:  # noqa: BLE001 - reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=click_start) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors and len(made) == 20
+    made = arrive_together(path, manifest, 20, start_key="same-welcome-page")  # one Start clicked 20 times
     assert {p.id for p in made} == {made[0].id} and made[0].seq == 0
     with closing(db.connect(path)) as conn:
         other = db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="another-browser")
