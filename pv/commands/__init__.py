@@ -1,0 +1,1 @@
+"""One module per `pv` sub-command: argument parsing and printing only."""
