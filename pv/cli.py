@@ -1,40 +1,30 @@
-"""The `pv` command: Lightning's fit/validate/test/predict plus pv's own sub-commands."""
+"""The `pv` command: Lightning's fit/validate/test/predict plus pv's own sub-commands (pv/commands/).
+
+A user error (`pv.errors.PVError`, a usage error, a bad config value) is printed as one line with exit
+status 2; any other exception keeps its traceback, because it is a bug or an out-of-memory.
+"""
 from __future__ import annotations
 
+import errno
 import importlib
-import re
 import os
+import re
 import sys
 
-from jsonargparse import set_parsing_settings
-from pytorch_lightning.cli import LightningCLI
+from pv.commands.fit import cli_main
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module, function, one-line help); imported only when used, so `pv --help` is fast.
 COMMANDS = {
-    "analyze": ("pv.analysis", "main", "run the classifier over a dataset split; bucket images as correct/incorrect"),
-    "explain": ("pv.explain.cli", "explain_main", "PV, Grad-CAM and baselines for a folder of images; figures + index.html"),
-    "featvis": ("pv.explain.cli", "featvis_main", "feature visualization by multi-scale gradient ascent"),
-    "evaluate-explanations": ("pv.explain.evaluate", "main", "deletion/insertion AUC and decoder metrics over a dataset"),
-    "survey": ("survey.cli", "main", "build, serve, export and analyze the user study"),
+    "analyze": ("pv.commands.analyze", "main", "run the classifier over a dataset split; bucket images as correct/incorrect"),
+    "explain": ("pv.commands.explain", "main", "PV, Grad-CAM and baselines for a folder of images; figures + index.html"),
+    "featvis": ("pv.commands.featvis", "main", "feature visualization by multi-scale gradient ascent"),
+    "evaluate-explanations": ("pv.commands.evaluate", "main", "deletion/insertion AUC and decoder metrics over a dataset"),
+    "survey": ("pv.survey.cli", "main", "build, serve, export and analyze the user study"),
+    "world": ("pv.commands.world", "main", "generate the world with planted misperceptions (VOC layout + ground truth)"),
 }
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
-
-
-def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
-    """LightningCLI over any LightningModule / LightningDataModule named by `class_path` in the config."""
-    os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; WANDB_MODE=online to sync
-    # omegaconf+ resolves ${trainer.default_root_dir} after command-line overrides; configs name keys
-    # from their own root, so they work with and without the `fit` subcommand.
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    return LightningCLI(
-        args=args,
-        run=run,
-        parser_kwargs={"parser_mode": "omegaconf+"},  # interpolate after command-line overrides
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-        auto_configure_optimizers=False,
-    )
+# OS errors that come from the environment (a full disk, a read-only folder), not from a bug.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 
 
 def usage() -> str:
@@ -55,6 +45,34 @@ def clean_error(err: Exception) -> str:
     return text
 
 
+def _raised_in_jsonargparse(err: BaseException) -> bool:
+    traceback = err.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback is not None and f"{os.sep}jsonargparse{os.sep}" in traceback.tb_frame.f_code.co_filename
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """One line for a user error, or None for an error that must keep its traceback.
+
+    User errors: a PVError (also when it caused another error), a config value that a class rejected while
+    jsonargparse built it, and OS errors of the environment (disk full, read-only folder) naming the path.
+    """
+    from pv.errors import PVError
+
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, PVError):
+            return " ".join(str(cause).split("\n"))
+        cause = cause.__cause__
+    if isinstance(err, ValueError) and _raised_in_jsonargparse(err):
+        return " ".join(clean_error(err).split())
+    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+        where = f" {err.filename}" if err.filename else ""
+        return f"cannot write{where}: {err.strerror or err}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -71,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module, function, _ = COMMANDS[command]
         return int(getattr(importlib.import_module(module), function)(rest) or 0)
-    except USER_ERRORS as err:
-        if os.environ.get("PV_DEBUG"):
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
             raise
-        print(f"pv {command}: error: {clean_error(err)}\n(set PV_DEBUG=1 for the full traceback)", file=sys.stderr)
+        print(f"pv {command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,8 @@
-"""The PV training loss: a1 * MSE + a2 * SSIM-loss + a3 * DSIM."""
+"""The PV training loss: a1 * MSE + a2 * SSIM-loss + a3 * DSIM (the authors' terms)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,36 +30,44 @@ def normalise_weights(weights: Sequence[float]) -> tuple[float, float, float]:
 
 
 class PerceptionLoss(nn.Module):
-    """L = a1 * MSE(y, x) + a2 * (1 - SSIM(y, x)) + a3 * DSIM(y, x), weights normalised to sum 1.
+    """L = a1 * MSE(y, x) + a2 * SSIM-loss(y, x) + a3 * DSIM(y, x), weights normalised to sum 1.
 
-    - MSE: mean squared pixel error, images in [0, 1].
-    - SSIM-loss: 1 - mean over RGB channels of the per-channel SSIM (pytorch-msssim, 11x11 Gaussian
-      window, sigma 1.5, data_range 1). The original Keras code minimised -sum_c SSIM_c; ours is the
-      same objective scaled by 1/3 and shifted by 1, so it is >= 0 and 0 for a perfect reconstruction.
-    - DSIM: ||E(y) - E(x)||^2 averaged over latent elements; the gradient flows through the frozen
-      encoder E into the decoder.
+    - MSE: mean over all elements of (y - x)^2, images in [0, 1].
+    - SSIM-loss (`ssim_reduction="sum"`, the authors' `rgb_ssim_loss`): -sum over the RGB channels of
+      the per-channel SSIM (11x11 Gaussian window, sigma 1.5, data range 1), averaged over the batch;
+      in [-3, 3], -3 for a perfect reconstruction. `"mean"` is pv's earlier term 1 - mean_c SSIM_c, in
+      [0, 2]: its gradient is 3x smaller, so the same weights give SSIM a third of the authors' pull.
+    - DSIM: mean over latent elements of (E(y) - E(x))^2; the gradient flows through the frozen
+      encoder E into the decoder. E is passed to `forward`: it belongs to the model, not to the loss.
     """
 
-    def __init__(self, encoder: nn.Module, weights: Sequence[float] = (0.2, 0.4, 0.4)):
+    def __init__(self, weights: Sequence[float] = (0.2, 0.4, 0.4), ssim_reduction: Literal["sum", "mean"] = "sum"):
         super().__init__()
+        if ssim_reduction not in ("sum", "mean"):
+            raise ValueError(f"ssim_reduction must be 'sum' (the authors') or 'mean', got {ssim_reduction!r}")
         self.weights = normalise_weights(weights)
-        self._encoder = [encoder]  # a reference, not a submodule: the encoder belongs to the model
+        self.ssim_reduction = ssim_reduction
 
-    @property
-    def encoder(self) -> nn.Module:
-        return self._encoder[0]
+    def ssim_loss(self, reconstruction: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        channels = torch.stack([
+            ssim(reconstruction[:, c : c + 1].float(), image[:, c : c + 1].float(), data_range=1.0) for c in range(image.shape[1])
+        ])  # (C,) SSIM per channel, averaged over the batch  # fmt: skip
+        return -channels.sum() if self.ssim_reduction == "sum" else 1 - channels.mean()
 
-    def forward(self, reconstruction: torch.Tensor, image: torch.Tensor, latent: torch.Tensor | None = None) -> LossTerms:
+    def forward(
+        self, reconstruction: torch.Tensor, image: torch.Tensor, encoder: nn.Module | None = None, latent: torch.Tensor | None = None
+    ) -> LossTerms:
         a_mse, a_ssim, a_dsim = self.weights
-        zero = reconstruction.new_zeros(())
-        mse = F.mse_loss(reconstruction, image)
-        ssim_loss = 1 - ssim(reconstruction.float(), image.float(), data_range=1.0)
+        mse = F.mse_loss(reconstruction.float(), image.float())
+        ssim_loss = self.ssim_loss(reconstruction, image)
         if a_dsim > 0:
+            if encoder is None:
+                raise ValueError("PerceptionLoss with a DSIM weight > 0 needs the encoder: loss(reconstruction, image, encoder)")
             if latent is None:
                 with torch.no_grad():
-                    latent = self.encoder(image)
-            dsim = F.mse_loss(self.encoder(reconstruction).float(), latent.float())
+                    latent = encoder(image)  # (B, C, h, w)
+            dsim = F.mse_loss(encoder(reconstruction).float(), latent.float())
         else:
-            dsim = zero
+            dsim = reconstruction.new_zeros((), dtype=torch.float32)
         total = a_mse * mse + a_ssim * ssim_loss + a_dsim * dsim
         return LossTerms(total, mse.detach(), ssim_loss.detach(), dsim.detach())

@@ -164,7 +164,7 @@ def bench_train(args, device: torch.device) -> dict:
 
 # --------------------------------------------------------------------------------------------- explain
 def bench_explain(args, device: torch.device) -> dict:
-    from pv.explain import class_activation_maps, normalize_maps, perception_visualization, upsample_maps
+    from pv.explain import PerceptionVisualizer
     from pv.models import Classifier, Decoder
 
     torch.manual_seed(0)
@@ -174,18 +174,13 @@ def bench_explain(args, device: torch.device) -> dict:
         classifier, decoder = classifier.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
     images = torch.rand(args.batch, 3, args.size, args.size, device=device)
     bf16 = device.type == "cuda" or args.cpu_bf16
+    visualizer = PerceptionVisualizer(classifier, decoder)  # the one PV pipeline (closed-form Grad-CAM, one forward)
+    all_targets = torch.arange(classifier.num_classes, device=device).expand(args.batch, -1)  # (B, 20)
 
     @torch.no_grad()
     def pv(all_classes: bool) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            features = classifier.forward_features(images)  # (B, 2048, 7, 7)
-            logits = classifier.forward_head(features)
-            reconstruction = decoder(features).float()  # (B, 3, H, W)
-        maps = class_activation_maps(features.float(), classifier.head.weight.float())  # (B, K, 7, 7)
-        if not all_classes:
-            maps = maps[torch.arange(len(images)), logits.argmax(1)].unsqueeze(1)  # (B, 1, 7, 7)
-        saliency = upsample_maps(normalize_maps(maps), images.shape[-2:])  # (B, K, H, W)
-        return perception_visualization(reconstruction.unsqueeze(1), saliency.unsqueeze(2)) if all_classes else perception_visualization(reconstruction, saliency)
+            return visualizer(images, all_targets if all_classes else None)["pv"]  # (B, K, 3, H, W)
 
     results = {}
     for name, all_classes in (("pv_top_class", False), ("pv_all_20_classes", True)):

@@ -74,22 +74,40 @@ def voc_labels(annotation: str | Path, classes: tuple[str, ...] = VOC_CLASSES) -
     return label
 
 
-def voc_dataset(root: str | Path, transform: ImageTransform, year: str = "2012", image_set: str = "train", download: bool = False) -> ImageFileDataset:
-    """PASCAL VOC in torchvision's layout (`root/VOCdevkit/VOC2012/{JPEGImages,Annotations,ImageSets/Main}`)."""
+def voc_splits(root: str | Path, year: str = "2012") -> list[str]:
+    """The split names (`ImageSets/Main/<name>.txt` without per-class lists such as `cat_train`) under `root`."""
+    folder = Path(root) / "VOCdevkit" / f"VOC{year}" / "ImageSets" / "Main"
+    return sorted(p.stem for p in folder.glob("*.txt") if "_" not in p.stem) if folder.is_dir() else []
+
+
+def voc_dataset(root: str | Path, transform: ImageTransform, year: str = "2012", image_set: str = "train", download: bool = False,
+                split_option: str = "the split name", classes: tuple[str, ...] | list[str] = VOC_CLASSES) -> ImageFileDataset:  # fmt: skip
+    """PASCAL VOC in torchvision's layout (`root/VOCdevkit/VOC2012/{JPEGImages,Annotations,ImageSets/Main}`).
+
+    `classes`: the object names of the annotations, in label order (VOC's 20 by default; e.g. the generated world's).
+
+    `split_option` names, in errors, what the user changes to pick another split (a flag or config key).
+    """
     from torchvision.datasets import VOCDetection
 
     base = Path(root) / "VOCdevkit" / f"VOC{year}"
+    split_file = base / "ImageSets" / "Main" / f"{image_set}.txt"
+    splits = voc_splits(root, year)
+    if splits and not split_file.is_file() and not download:
+        raise FileNotFoundError(
+            f"PASCAL VOC {year} has no split '{image_set}' ({split_file} is missing); the splits there are: "
+            f"{', '.join(splits)}. Choose one with {split_option}"
+        )
     try:
         voc = VOCDetection(str(root), year=year, image_set=image_set, download=download)
     except (RuntimeError, ValueError, OSError) as err:
-        split_file = base / "ImageSets" / "Main" / f"{image_set}.txt"
         raise FileNotFoundError(
             f"PASCAL VOC {year} '{image_set}' not found: expected {split_file} and {base}/JPEGImages/. "
             f"Set data.init_args.root to the folder holding VOCdevkit/, or download: true ({err})"
         ) from None
     paths, labels = [], []
     for image_path, annotation in zip(voc.images, voc.annotations):
-        label = voc_labels(annotation)
+        label = voc_labels(annotation, tuple(classes))
         if label.sum() == 0:
             warn_skipped(annotation, "no objects in the annotation")
             continue

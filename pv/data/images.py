@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -29,14 +29,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (a phone photo stored sideways); images without one are unchanged."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # a malformed EXIF block must not make a readable image unreadable
+        return image
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open `path` as an RGB PIL image; raise `UnreadableImageError` naming the file if it cannot be decoded."""
+    """Open `path` as an RGB PIL image, turned as its EXIF orientation says (as viewers show it).
+
+    Raises `UnreadableImageError` naming the file if it cannot be decoded.
+    """
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(upright(image))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise UnreadableImageError(f"Cannot read image {path}: {err}") from None
     finally:

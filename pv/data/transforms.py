@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -9,13 +10,27 @@ from torchvision.transforms import v2
 
 from pv.data.images import to_tensor
 
+RESIZE_MODES = ("whole", "crop")
+
 
 class ImageTransform:
-    """Resize the short side to `image_size`, crop a square (random when training), optionally flip."""
+    """PIL image -> (3, image_size, image_size) float tensor in [0, 1].
 
-    def __init__(self, image_size: int = 224, train: bool = False, random_crop: bool = True, flip: bool = True, resize_scale: float = 1.0):
-        self.image_size = image_size
-        steps: list = [v2.Resize(int(round(image_size * resize_scale)), antialias=True)]
+    `resize="whole"` (default, as the authors did) resizes the whole image to a square, so every
+    labelled object stays in the picture (the aspect ratio is not kept). `resize="crop"` resizes the
+    short side and crops a square (random when training and `random_crop`, else the centre).
+    `resize_scale` > 1 resizes to `image_size * resize_scale` first and crops `image_size` from it.
+    """
+
+    def __init__(self, image_size: int = 224, train: bool = False, random_crop: bool = True, flip: bool = True,
+                 resize_scale: float = 1.0, resize: Literal["whole", "crop"] = "whole"):  # fmt: skip
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        if image_size < 1 or resize_scale < 1:
+            raise ValueError(f"image_size must be >= 1 and resize_scale >= 1, got {image_size} and {resize_scale}")
+        self.image_size, self.resize = image_size, resize
+        size = int(round(image_size * resize_scale))
+        steps: list = [v2.Resize((size, size) if resize == "whole" else size, antialias=True)]
         steps.append(v2.RandomCrop(image_size) if train and random_crop else v2.CenterCrop(image_size))
         if train and flip:
             steps.append(v2.RandomHorizontalFlip())

@@ -15,11 +15,25 @@ def class_activation_maps(features: torch.Tensor, weight: torch.Tensor) -> torch
     return F.relu(torch.einsum("bchw,kc->bkhw", features, weight.to(features.dtype)))
 
 
-def normalize_maps(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale each map (B, K, h, w) to [0, 1] by its own min and max; a constant map becomes 0."""
+NORMALIZATIONS = ("max", "minmax")
+
+
+def normalize_maps(maps: torch.Tensor, mode: str = "max", eps: float = 1e-8) -> torch.Tensor:
+    """Scale each map (B, K, h, w) into [0, 1].
+
+    "max" (the authors' Grad-CAM, the default): negative values -> 0, then divide by the map's maximum,
+    so an all-positive map keeps its weakest cell above 0. "minmax": (m - min) / (max - min), which
+    turns the weakest cell to 0 whatever its value. A map with nothing above 0 (or constant, for
+    "minmax") becomes 0.
+    """
     flat = maps.flatten(2)
-    low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
-    return ((flat - low) / (high - low).clamp_min(eps)).view_as(maps)
+    if mode == "max":
+        flat = flat.clamp_min(0)
+        return (flat / flat.amax(dim=2, keepdim=True).clamp_min(eps)).view_as(maps)
+    if mode == "minmax":
+        low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
+        return ((flat - low) / (high - low).clamp_min(eps)).view_as(maps)
+    raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {mode!r}")
 
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

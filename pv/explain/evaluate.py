@@ -1,22 +1,23 @@
 """Quantitative evaluation: deletion / insertion AUC (Petsiuk et al. 2018, RISE) for saliency methods,
 and reconstruction quality of the decoder (SSIM, PSNR, latent error, agreement of M's top class).
 
-`pv evaluate-explanations` runs both over an image folder and writes CSV + Markdown tables,
-a curves figure and index.html.
+`pv evaluate-explanations` (pv/commands/evaluate.py) runs both over an image folder and writes
+CSV + Markdown tables, a curves figure and index.html.
 """
 from __future__ import annotations
 
-import argparse
 import csv
+import io
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchmetrics.functional.image import structural_similarity_index_measure
-from tqdm.auto import tqdm
 
-from pv.explain.figures import Entry, write_index
+from pv.atomic import write_text
+from pv.explain.figures import save_figure
 from pv.explain.postprocess import gaussian_blur
+from pv.models.classifier import probabilities
 
 MODES = ("deletion", "insertion")
 
@@ -58,8 +59,7 @@ def deletion_insertion_curves(
         changed = (rank[i] < counts[step, None]).view(-1, 1, h, w)  # (n, 1, H, W)
         first, second = (substrate[i], images[i]) if mode == "deletion" else (images[i], substrate[i])
         x = torch.where(changed, first, second)  # deletion: changed pixels -> substrate; insertion: -> image
-        logits = model(x)
-        scores = logits.softmax(1) if activation == "softmax" else logits.sigmoid()
+        scores = probabilities(model(x).float(), activation)  # (n, K)
         curves[chunk] = scores.gather(1, targets[i, None]).squeeze(1)
     return curves.view(b, t)
 
@@ -91,21 +91,21 @@ def decoder_metrics(visualizer, images: torch.Tensor) -> dict[str, torch.Tensor]
 
 
 def write_table(rows: list[dict], csv_path: Path) -> str:
-    """Write rows as CSV and return them as a Markdown table."""
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    """Write rows as CSV (atomically) and return them as a Markdown table."""
     columns = list(rows[0])
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(csv_path, buffer.getvalue())
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def curves_figure(curves: dict[str, dict[str, torch.Tensor]], path: Path) -> Path:
-    """Mean deletion and insertion curves of each method, side by side."""
+def curves_figure(curves: dict[str, dict[str, torch.Tensor]], path: Path, activation: str = "softmax") -> Path:
+    """Mean deletion and insertion curves of each method, side by side; the y axis names the scores' activation."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(9, 3.5))
@@ -117,105 +117,7 @@ def curves_figure(curves: dict[str, dict[str, torch.Tensor]], path: Path) -> Pat
             ax.plot(x.numpy(), mean.numpy(), label=f"{method} (AUC {auc(by_mode[mode]).mean():.3f})")
         ax.set_title(mode)
         ax.set_xlabel("fraction of pixels " + ("removed" if mode == "deletion" else "inserted"))
-        ax.set_ylabel("probability of the class")
+        ax.set_ylabel(f"{activation} score of the class")
         ax.legend(fontsize=7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
-
-
-def parser() -> argparse.ArgumentParser:
-    from pv.explain.cli import add_saliency_arguments, saliency_names
-    from pv.explain.loading import add_model_arguments
-
-    p = argparse.ArgumentParser(
-        prog="pv evaluate-explanations",
-        description="Deletion and insertion AUC (Petsiuk et al.) of saliency methods for the top class, and the decoder's "
-        "SSIM, PSNR, latent error and top-class agreement, over an image folder. Writes CSV + Markdown tables, "
-        "curves.png and index.html.",
-    )
-    add_model_arguments(p)
-    p.add_argument("--decoder", metavar="CKPT", help="pv decoder checkpoint: adds the reconstruction metrics")
-    p.add_argument("--images", required=True, metavar="DIR")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--methods", default="gradcam", help=f"comma-separated: {', '.join(saliency_names())}")
-    p.add_argument("--steps", type=int, default=32, help="points on each deletion / insertion curve")
-    p.add_argument("--limit", type=int, help="use only the first N images")
-    p.add_argument("--probabilities", choices=("softmax", "sigmoid"), default="softmax")
-    add_saliency_arguments(p)
-    return p
-
-
-def mean(values: list[torch.Tensor]) -> float:
-    return float(torch.cat(values).double().mean())
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pv.explain.cli import build_saliency, saliency_names
-    from pv.explain.loading import image_paths, load_batches, model_from_arguments, parse_list, resolve_device
-    from pv.explain.pv import PerceptionVisualizer
-    from pv.models.decoder import load_decoder
-
-    args = parser().parse_args(argv)
-    methods = parse_list(args.methods, saliency_names(), "--methods")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    device = resolve_device(args.device)
-    paths = image_paths(args.images)[: args.limit]
-    model = model_from_arguments(args).to(device).eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    saliencies = {name: build_saliency(name, model, args) for name in methods}
-    visualizer = None
-    if args.decoder:
-        decoder, encoder_config = load_decoder(args.decoder)
-        visualizer = PerceptionVisualizer(model, decoder.to(device), encoder_config, decoder_name=f"Decoder {args.decoder}")
-
-    curves = {name: {mode: [] for mode in MODES} for name in methods}
-    reconstruction: dict[str, list[torch.Tensor]] = {}
-    count = 0
-    bar = tqdm(total=len(paths), desc="pv evaluate-explanations", unit="img")
-    for _, images in load_batches(paths, args.image_size, args.batch_size):
-        images = images.to(device)
-        with torch.no_grad():
-            targets = model(images).argmax(1)  # explain the top class
-        for name, method in saliencies.items():
-            maps = method(images, targets)  # (B, 1, H, W)
-            for mode in MODES:
-                curve = deletion_insertion_curves(
-                    model, images, maps, targets, mode=mode, n_steps=args.steps,
-                    batch_size=args.internal_batch_size, activation=args.probabilities,
-                )
-                curves[name][mode].append(curve.cpu())
-        if visualizer is not None:
-            for key, value in decoder_metrics(visualizer, images).items():
-                reconstruction.setdefault(key, []).append(value.cpu())
-        count += len(images)
-        bar.update(len(images))
-    bar.close()
-    if not count:
-        raise ValueError(f"None of the {len(paths)} files in {args.images} could be read as an image")
-
-    out = Path(args.out)
-    stacked = {name: {mode: torch.cat(c) for mode, c in by_mode.items()} for name, by_mode in curves.items()}
-    rows = [
-        {"method": name, "deletion_auc": float(auc(c["deletion"]).mean()), "insertion_auc": float(auc(c["insertion"]).mean()), "images": count}
-        for name, c in stacked.items()
-    ]
-    markdown = ["# Explanation metrics", "", f"{count} images from {args.images}; target: the top class. "
-                "Deletion AUC: lower is better; insertion AUC: higher is better.", "", write_table(rows, out / "saliency_metrics.csv")]
-    if reconstruction:
-        decoder_row = {"decoder": Path(args.decoder).name, **{k: mean(v) for k, v in reconstruction.items()}, "images": count}
-        markdown += ["", "## Decoder", "", write_table([decoder_row], out / "decoder_metrics.csv")]
-    report = out / "metrics.md"
-    report.write_text("\n".join(markdown) + "\n", encoding="utf-8")
-    figure = curves_figure(stacked, out / "curves.png")
-    links = {"metrics.md": report, "saliency_metrics.csv": out / "saliency_metrics.csv"}
-    if reconstruction:
-        links["decoder_metrics.csv"] = out / "decoder_metrics.csv"
-    caption = "; ".join(f"{r['method']}: deletion {r['deletion_auc']:.3f}, insertion {r['insertion_auc']:.3f}" for r in rows)
-    write_index(out, [Entry(figure, "deletion / insertion curves", caption, links)], "pv evaluate-explanations")
-    print("\n".join(markdown[4:]))
-    print(f"Wrote {report}, the CSV tables, {figure.name} and index.html to {out}")
-    return 0
+    return save_figure(figure, path)

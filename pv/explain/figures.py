@@ -1,9 +1,12 @@
 """Figures in the style of the paper's Figure 2 (a grid of panels, one row per explained class) and
-an `index.html` gallery that links every figure."""
+an `index.html` gallery that links every figure. Every file is written atomically (`pv.atomic`), and
+every title is plain text: no mathtext, and names that are not UTF-8 are shown escaped."""
 from __future__ import annotations
 
 import html
+import io
 import os
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +15,15 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
+
+from pv.atomic import write_bytes, write_text
+
+PLAIN = {"parse_math": False, "usetex": False}  # titles are text, never TeX: '$x$' in a file name stays '$x$'
+
+
+def plain_text(text: str) -> str:
+    """`text` as printable UTF-8: undecodable bytes (surrogate escapes) become '\\xff'."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -22,29 +34,60 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
+def png_bytes(image: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, format="png")
+    return buffer.getvalue()
+
+
 def save_png(image: torch.Tensor, path: str | Path) -> Path:
-    """Write one image (3, H, W) in [0, 1] as PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image)).save(path)
-    return path
+    """Write one image (3, H, W) in [0, 1] as PNG (atomically)."""
+    return write_bytes(path, png_bytes(image))
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Render a matplotlib figure to PNG and write it atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return write_bytes(path, buffer.getvalue())
 
 
 @dataclass
 class Row:
-    """One row of a figure: a label (class name and probability) and its panels (3, H, W) in [0, 1]."""
+    """One row of a figure: a label (class name and score) and its panels (3, H, W) in [0, 1];
+    `titles` (optional) gives each panel its own title instead of the column titles."""
 
     label: str
     panels: list[torch.Tensor] = field(default_factory=list)
+    titles: list[str] | None = None
 
 
-def grid_figure(rows: Sequence[Row], columns: Sequence[str], path: str | Path, title: str = "", panel_inches: float = 2.0, dpi: int = 100) -> Path:
-    """Save a grid: column titles on top, each row labelled on its left; returns the path."""
+@dataclass
+class ColorBar:
+    """A colour bar for the heat-map panels: colormap name, label and the two ends' meaning."""
+
+    colormap: str = "jet"
+    label: str = "saliency"
+    low: str = "0: not used"
+    high: str = "1: most salient"
+
+
+def grid_figure(
+    rows: Sequence[Row],
+    columns: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    panel_inches: float = 2.0,
+    dpi: int = 100,
+    colorbar: ColorBar | None = None,
+    note: str = "",
+) -> Path:
+    """Save a grid: column titles on top, each row labelled on its left, an optional colour bar
+    under the panels and a note (e.g. which scores the labels show); returns the path."""
     if not rows or any(len(row.panels) != len(columns) for row in rows):
         raise ValueError(f"every row needs {len(columns)} panels ({', '.join(columns)})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(panel_inches * len(columns), panel_inches * len(rows) + (0.4 if title else 0.1)))
+    extra = (0.4 if title else 0.1) + (0.6 if colorbar else 0) + (0.25 if note else 0)
+    figure = Figure(figsize=(panel_inches * len(columns), panel_inches * len(rows) + extra), layout="constrained")
     axes = figure.subplots(len(rows), len(columns), squeeze=False)
     for r, row in enumerate(rows):
         for c, panel in enumerate(row.panels):
@@ -52,15 +95,25 @@ def grid_figure(rows: Sequence[Row], columns: Sequence[str], path: str | Path, t
             ax.imshow(to_uint8(panel))
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(columns[c], fontsize=9)
-            if c == 0:
-                ax.set_ylabel(row.label, fontsize=8)
+            panel_title = row.titles[c] if row.titles else (columns[c] if r == 0 else "")
+            if panel_title:
+                ax.set_title(plain_text(panel_title), fontsize=9, **PLAIN)
+            if c == 0 and row.label:
+                ax.set_ylabel(plain_text(row.label), fontsize=8, **PLAIN)
+    if colorbar is not None:
+        from matplotlib import colormaps
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        mappable = ScalarMappable(Normalize(0, 1), colormaps[colorbar.colormap])
+        bar = figure.colorbar(mappable, ax=axes, orientation="horizontal", fraction=0.04, aspect=60, ticks=[0, 1])
+        bar.set_label(plain_text(colorbar.label), fontsize=8, **PLAIN)
+        bar.ax.set_xticklabels([plain_text(colorbar.low), plain_text(colorbar.high)], fontsize=7, **PLAIN)
     if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=dpi)
-    return path
+        figure.suptitle(plain_text(title), fontsize=10, **PLAIN)
+    if note:
+        figure.supxlabel(plain_text(note), fontsize=8, **PLAIN)
+    return save_figure(figure, path, dpi)
 
 
 @dataclass
@@ -73,35 +126,49 @@ class Entry:
     links: dict[str, Path] = field(default_factory=dict)
 
 
-def write_index(out_dir: str | Path, entries: Sequence[Entry], title: str, intro: str = "") -> Path:
-    """Write `out_dir/index.html`: a gallery with every figure (relative links) and its caption."""
+def href(path: Path, base: Path) -> str:
+    """A relative URL from `base` to `path`: every byte of the file name percent-encoded as needed."""
+    relative = Path(os.path.relpath(path, base)).as_posix()
+    return html.escape(urllib.parse.quote(os.fsencode(relative), safe="/"), quote=True)
+
+
+def html_table(rows: Sequence[dict]) -> str:
+    """Rows (dicts with the same keys) as an HTML table; floats to 4 decimals."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    head = "".join(f"<th>{html.escape(plain_text(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(plain_text(fmt(row[c])))}</td>" for c in columns) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_index(out_dir: str | Path, entries: Sequence[Entry], title: str, intro: str = "", tables: Sequence[tuple[str, Sequence[dict]]] = ()) -> Path:
+    """Write `out_dir/index.html`: optional tables (heading, rows), then a gallery with every figure and its caption."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def href(path: Path) -> str:
-        return html.escape(Path(os.path.relpath(path, out_dir)).as_posix(), quote=True)
-
+    esc = lambda text: html.escape(plain_text(text))  # noqa: E731
     cards = []
     for entry in entries:
-        links = " ".join(f'<a href="{href(p)}">{html.escape(name)}</a>' for name, p in entry.links.items())
+        links = " ".join(f'<a href="{href(p, out_dir)}">{esc(name)}</a>' for name, p in entry.links.items())
         cards.append(
-            f'<figure><a href="{href(entry.figure)}"><img src="{href(entry.figure)}" alt="{html.escape(entry.title, quote=True)}" loading="lazy"></a>'
-            f"<figcaption><b>{html.escape(entry.title)}</b><br>{html.escape(entry.caption)}<br>{links}</figcaption></figure>"
+            f'<figure><a href="{href(entry.figure, out_dir)}"><img src="{href(entry.figure, out_dir)}" alt="{esc(entry.title)}" loading="lazy"></a>'
+            f"<figcaption><b>{esc(entry.title)}</b><br>{esc(entry.caption)}<br>{links}</figcaption></figure>"
         )
+    sections = "".join(f"<h2>{esc(heading)}</h2>\n{html_table(rows)}\n" for heading, rows in tables)
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }}
 main {{ display: flex; flex-wrap: wrap; gap: 1em; }}
 figure {{ margin: 0; max-width: 48em; border: 1px solid #ddd; padding: .5em; }}
 img {{ max-width: 100%; }}
 figcaption {{ font-size: .85em; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }}
+th, td {{ border: 1px solid #ccc; padding: .2em .5em; text-align: right; }}
 </style></head>
-<body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>
-<main>
+<body><h1>{esc(title)}</h1><p>{esc(intro)}</p>
+{sections}<main>
 {chr(10).join(cards)}
 </main></body></html>
 """
-    path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text(out_dir / "index.html", page)

@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pv.explain.cam import class_activation_maps
-from pv.explain.saliency import LayerSaliency, TargetsLike, as_targets
+from pv.explain.saliency import LayerRecorder, LayerSaliency, TargetsLike, as_targets
 from pv.models.classifier import Classifier
 
 
 class CAM(LayerSaliency):
     """Base class of the CAM family: raw attribution = ReLU(sum_k w_k A_k) at the layer's resolution (B, 1, h, w)."""
+
+    title = "CAM"
 
     def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """A, dy/dA (B, C, h, w) -> channel weights (B, C, 1, 1)."""
@@ -39,6 +41,8 @@ class GradCAM(CAM):
     `fast=None` uses the closed form when the model is a pv `Classifier` explained at its last
     feature layer (identical maps, no backward); `fast=True` insists on it, `fast=False` never uses it.
     """
+
+    title = "Grad-CAM"
 
     def __init__(self, model: nn.Module, *, layer: str | None = None, fast: bool | None = None, **options):
         super().__init__(model, layer=layer, **options)
@@ -69,7 +73,11 @@ class GradCAM(CAM):
         """
         if not self.fast_path_available():
             raise ValueError(f"all_classes needs a pv Classifier explained at its last feature layer, not {self.layer_name!r}")
-        features = self.model.forward_features(images)  # (B, C, h, w)
+        return self.maps_from_features(self.model.forward_features(images))  # features (B, C, h, w)
+
+    @torch.no_grad()
+    def maps_from_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`all_classes` from the last feature map (B, C, h, w) already computed (e.g. PV's latent)."""
         maps = class_activation_maps(features, self.model.head.weight)  # (B, K, h, w)
         return maps / (features.shape[2] * features.shape[3]), self.model.forward_head(features)
 
@@ -80,7 +88,6 @@ class GradCAM(CAM):
         maps, _ = self.all_classes(images)  # (B, K, h, w)
         index = targets.view(-1, 1, 1, 1).expand(-1, 1, *maps.shape[2:])
         return maps.gather(1, index)  # (B, 1, h, w)
-
 
     def attribute_multi(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if not self.fast:
@@ -95,8 +102,27 @@ class GradCAM(CAM):
 class GradCAMPlusPlus(CAM):
     """w_k = sum_ij alpha_kij ReLU(g_kij), alpha = g^2 / (2 g^2 + sum_ab A_kab g^3) (exponential-score form)."""
 
+    title = "Grad-CAM++"
+
     def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         g2, g3 = gradients.pow(2), gradients.pow(3)  # (B, C, h, w)
         denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g3
         alpha = g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
         return (alpha * F.relu(gradients)).sum(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+
+
+class MeanActivation(LayerSaliency):
+    """Not class-specific: the layer's activation averaged over channels, ReLU'd (B, 1, h, w). What PV
+    shows for an encoder without a classification head; `targets` are ignored."""
+
+    title = "mean activation"
+    class_agnostic = True
+
+    @torch.no_grad()
+    def attribute(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:
+        with LayerRecorder(self.layer, stop=True) as recorder:
+            activations = recorder.run(self.model, images)  # (B, C, h, w)
+        return F.relu(activations.float().mean(dim=1, keepdim=True))  # (B, 1, h, w)
+
+    def reduce(self, attribution: torch.Tensor) -> torch.Tensor:
+        return attribution

@@ -15,6 +15,8 @@ class GuidedBackprop(Saliency):
     """Gradient of the target logit w.r.t. the image, with ReLUs passing only positive gradients
     (captum hooks every `nn.ReLU` module; functional ReLUs are not guided). Raw: (B, 3, H, W)."""
 
+    title = "Guided Backprop"
+
     def __init__(self, model: nn.Module, **options):
         super().__init__(model, **options)
         from captum.attr import GuidedBackprop as CaptumGuidedBackprop
@@ -36,6 +38,8 @@ class GuidedGradCAM(Saliency):
     absolute epsilons and of half-precision underflow (fp16's smallest subnormal is 6e-8). The
     normalised map is the same either way. `layer` and `fast` go to Grad-CAM.
     """
+
+    title = "Guided Grad-CAM"
 
     def __init__(self, model: nn.Module, *, layer: str | None = None, fast: bool | None = None, **options):
         super().__init__(model, **options)

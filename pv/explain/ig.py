@@ -18,6 +18,8 @@ class IntegratedGradients(Saliency):
     the whole batch go through the model `internal_batch_size` at a time.
     """
 
+    title = "Integrated Gradients"
+
     def __init__(
         self,
         model: nn.Module,

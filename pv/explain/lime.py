@@ -44,6 +44,8 @@ class Lime(Saliency):
     sqrt(exp(-d^2 / kernel_width^2)) of the cosine distance d to the unperturbed image.
     """
 
+    title = "LIME"
+
     def __init__(
         self,
         model: nn.Module,

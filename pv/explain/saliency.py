@@ -1,20 +1,23 @@
 """The shared saliency interface.
 
-`SALIENCY[name](model, **options)` builds a method; `method(images, targets)` gives maps (B, 1, H, W)
-in [0, 1] at the input size, and `method.attribute(images, targets)` the raw, unnormalised attribution.
-Each method overrides `attribute` (and, where its raw output is not one non-negative map, `reduce`);
-this base class does the target checks, the layer lookup, upsampling, denoising and normalisation.
+`build_saliency(name, model, **options)` builds a method; `method(images, targets)` gives maps
+(B, 1, H, W) in [0, 1] at the input size, and `method.attribute(images, targets)` the raw,
+unnormalised attribution. Each method overrides `attribute` (and, where its raw output is not one
+non-negative map, `reduce`); this base class does the target checks, the layer lookup, upsampling,
+denoising and normalisation. A method describes itself: its `title` for figures, and `options()`,
+the keyword-only options of its constructor (read from the signatures), so commands need no table.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from pv.explain.cam import normalize_maps, upsample_maps
+from pv.explain.cam import NORMALIZATIONS, normalize_maps, upsample_maps
 from pv.explain.postprocess import gaussian_blur, tv_denoise
-from pv.models.classifier import Classifier, layer_names
+from pv.models.classifier import Classifier, layer_names, trunk_of
 
 TargetsLike = torch.Tensor | int | Sequence[int]
 
@@ -60,23 +63,14 @@ class LayerRecorder:
         return self.output
 
 
-def _inner(model: nn.Module) -> nn.Module:
-    """The module whose children the user names: a pv Classifier's trunk, a wrapper's `net`, else the model."""
-    for attribute in ("trunk", "net"):
-        child = getattr(model, attribute, None)
-        if isinstance(child, nn.Module):
-            return child
-    return model
-
-
 def resolve_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
     """Find a sub-module by name, also relative to a Classifier's trunk ("layer4" -> "trunk.layer4")."""
-    for name in (layer, f"trunk.{layer}", f"net.{layer}"):
+    for name in (layer, f"trunk.{layer}", f"net.{layer}", f"body.{layer}"):
         try:
             return name, model.get_submodule(name)
         except AttributeError:
             continue
-    raise ValueError(f"Layer {layer!r} not found in {type(model).__name__}; valid layer names are: {', '.join(layer_names(_inner(model)))}")
+    raise ValueError(f"Layer {layer!r} not found in {type(model).__name__}; valid layer names are: {', '.join(layer_names(trunk_of(model)))}")
 
 
 def default_layer(model: nn.Module) -> str:
@@ -130,17 +124,40 @@ class Saliency:
     """Base class: `method(images, targets) -> (B, 1, H, W)` in [0, 1], per image normalised.
 
     Options shared by every method: `blur_sigma` (Gaussian blur of the map, in input pixels) and
-    `tv_weight` (total-variation denoising) post-process the map before normalisation.
+    `tv_weight` (total-variation denoising) post-process the map; `normalization` scales it to
+    [0, 1]: "max" (divide by the maximum, the authors' Grad-CAM) or "minmax" (`normalize_maps`).
     The model takes images in [0, 1] and returns logits (B, K); it should be in eval mode.
+    A subclass sets `title` (its name in figures) and takes its own options keyword-only.
     """
 
-    def __init__(self, model: nn.Module, *, blur_sigma: float = 0.0, tv_weight: float = 0.0):
+    title: str = "saliency"
+
+    def __init__(self, model: nn.Module, *, blur_sigma: float = 0.0, tv_weight: float = 0.0, normalization: str = "max"):
         if blur_sigma < 0 or tv_weight < 0:
             raise ValueError(f"blur_sigma and tv_weight must be >= 0, got {blur_sigma} and {tv_weight}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
         self.model = model
         self.blur_sigma = blur_sigma
         self.tv_weight = tv_weight
+        self.normalization = normalization
         self._num_classes = num_classes_of(model)
+
+    @classmethod
+    def options(cls) -> dict[str, inspect.Parameter]:
+        """The keyword-only options the constructor accepts, own and inherited (through `**options`)."""
+        found: dict[str, inspect.Parameter] = {}
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            parameters = inspect.signature(init).parameters.values()
+            for parameter in parameters:
+                if parameter.kind is parameter.KEYWORD_ONLY:
+                    found.setdefault(parameter.name, parameter)
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                break  # this constructor passes nothing further up
+        return found
 
     def attribute(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:
         """The raw attribution for each image's target class; its shape depends on the method."""
@@ -154,12 +171,13 @@ class Saliency:
         check_images(images)
         return self.to_maps(self.attribute(images, targets), images.shape[-2:])
 
-    def to_maps(self, attribution: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Raw attribution (N, C, h, w) -> maps (N, 1, H, W) in [0, 1]: reduce, upsample, post-process."""
+    def to_maps(self, attribution: torch.Tensor, size: tuple[int, int], normalization: str | None = None) -> torch.Tensor:
+        """Raw attribution (N, C, h, w) -> maps (N, 1, H, W) in [0, 1]: reduce, upsample, post-process,
+        normalise (`normalization`, default: the method's own)."""
         maps = self.reduce(attribution).float()  # (N, 1, h, w)
         if maps.shape[-2:] != tuple(size):
             maps = upsample_maps(maps, tuple(size))  # (N, 1, H, W)
-        return self.postprocess(maps)
+        return self.postprocess(maps, normalization)
 
     def attribute_multi(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Raw attributions for K classes per image: targets (B, K) -> (B, K, C, h, w).
@@ -171,15 +189,16 @@ class Saliency:
         raw = self.attribute(images.repeat_interleave(k, dim=0), targets.reshape(-1))  # (B*K, C, h, w)
         return raw.view(b, k, *raw.shape[1:])
 
-    def postprocess(self, maps: torch.Tensor) -> torch.Tensor:
-        """Optional blur / TV denoising, then per-image min-max normalisation to [0, 1]."""
+    def postprocess(self, maps: torch.Tensor, normalization: str | None = None) -> torch.Tensor:
+        """Optional blur / TV denoising, then per-image normalisation to [0, 1] (`normalize_maps`)."""
+        mode = normalization or self.normalization
         scale = maps.flatten(1).abs().amax(1).clamp_min(torch.finfo(maps.dtype).tiny)  # (N,) tiny attributions
         maps = maps / scale.view(-1, 1, 1, 1)  # must not fall under normalize_maps' absolute eps
         if self.blur_sigma > 0:
             maps = gaussian_blur(maps, self.blur_sigma)
         if self.tv_weight > 0:
-            maps = tv_denoise(normalize_maps(maps), self.tv_weight)
-        return normalize_maps(maps)
+            maps = tv_denoise(normalize_maps(maps, mode), self.tv_weight)
+        return normalize_maps(maps, mode)
 
     def targets(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:
         """Validated targets (B,) on the images' device; learns the class count with one forward if needed."""
@@ -190,7 +209,8 @@ class Saliency:
 
 
 class LayerSaliency(Saliency):
-    """A method that reads one layer's activations; `layer` defaults to `default_layer(model)`."""
+    """A method that reads one layer's activations; `layer` defaults to `default_layer(model)`.
+    Any method with a `layer` option receives the command line's `--layer` (`build_saliency`)."""
 
     def __init__(self, model: nn.Module, *, layer: str | None = None, **options):
         super().__init__(model, **options)

@@ -1,15 +1,22 @@
-"""Callbacks that turn training into pictures: reconstruction grids each epoch, a PV figure at the end."""
+"""Callbacks that turn training into pictures: reconstruction grids each epoch, a PV figure at the end.
+
+Every picture is saved as a PNG with row titles and sent to loggers as uint8 height x width x 3
+(W&B writes float tensors as black images).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
-from torchvision.utils import make_grid, save_image
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from torchvision.utils import make_grid
 
-from pv.explain import class_activation_maps, normalize_maps, perception_visualization, upsample_maps
+from pv.atomic import atomic_path
+from pv.explain import PerceptionVisualizer
 
 
 def output_dir(trainer: pl.Trainer) -> Path:
@@ -31,8 +38,43 @@ def first_val_images(trainer: pl.Trainer, count: int) -> torch.Tensor | None:
     return torch.cat(images)[:count] if images else None
 
 
+def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, the form every logger writes correctly."""
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def titled_rows(rows: list[torch.Tensor], titles: list[str], padding: int = 2) -> np.ndarray:
+    """Rows of images (each (N, 3, H, W) in [0, 1]) -> one (H', W', 3) uint8 picture, each row titled on its left."""
+    grid = make_grid(torch.cat([r.float().cpu() for r in rows]), nrow=len(rows[0]), padding=padding, pad_value=1.0)
+    picture = Image.fromarray(to_uint8_hwc(grid))
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(picture)
+    margin = 8 + max(int(draw.textlength(title, font=font)) for title in titles)
+    canvas = Image.new("RGB", (picture.width + margin, picture.height), "white")
+    canvas.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_height = rows[0].shape[-2] + padding
+    for index, title in enumerate(titles):
+        draw.text((4, padding + index * row_height + rows[0].shape[-2] // 2 - 5), title, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def save_png(picture: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+
+
+def log_picture(trainer: pl.Trainer, key: str, picture: np.ndarray, caption: str) -> None:
+    """Send a uint8 (H, W, 3) picture to every image-capable logger."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[picture], caption=[caption], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, picture, trainer.global_step, dataformats="HWC")
+
+
 class ReconstructionGrid(pl.Callback):
-    """After each validation epoch: a grid (row of inputs, row of reconstructions) as PNG and to the logger."""
+    """After each validation epoch: rows input | reconstruction as a titled PNG and to the logger."""
 
     def __init__(self, num_images: int = 8, every_n_epochs: int = 1):
         self.num_images = num_images
@@ -50,28 +92,41 @@ class ReconstructionGrid(pl.Callback):
         images = self._images.to(pl_module.device)
         with torch.no_grad():
             reconstructions = pl_module(images).float()
-        grid = make_grid(torch.cat([images, reconstructions]).cpu(), nrow=len(images), padding=2, pad_value=1.0)
-        path = output_dir(trainer) / "reconstructions" / f"epoch_{trainer.current_epoch:04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path)
-        caption = "top: input, bottom: reconstruction"
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/reconstructions", images=[grid], caption=[caption], step=trainer.global_step)
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/reconstructions", grid, trainer.global_step)
+        picture = titled_rows([images, reconstructions], ["input", "reconstruction"])
+        save_png(picture, output_dir(trainer) / "reconstructions" / f"epoch_{trainer.current_epoch:04d}.png")
+        log_picture(trainer, "val/reconstructions", picture, f"epoch {trainer.current_epoch}: top input, bottom reconstruction")
 
 
 class PVFigure(pl.Callback):
     """At the end of training: rows input | reconstruction | saliency | PV for a few validation images.
 
-    Saliency is Grad-CAM of the encoder's own classifier for its top class (closed-form CAM: the
-    encoder must end at the classifier's last feature layer); otherwise the latent's mean activation.
+    Saliency is Grad-CAM for the top class of `classifier` (a pv classifier checkpoint) when given,
+    else of the encoder's own classifier (the latent's mean activation when the encoder has no head).
+    A classifier whose encoder is not the one the decoder inverts is refused (its fingerprint differs)
+    unless `allow_encoder_mismatch`.
     """
 
-    def __init__(self, path: str | None = None, num_images: int = 4):
+    ROWS = ("input", "reconstruction", "saliency", "PV")
+
+    def __init__(self, path: str | None = None, num_images: int = 4, classifier: str | None = None, allow_encoder_mismatch: bool = False):
         self.path = path
         self.num_images = num_images
+        self.classifier = classifier
+        self.allow_encoder_mismatch = allow_encoder_mismatch
+
+    def visualizer(self, pl_module: pl.LightningModule) -> PerceptionVisualizer:
+        if self.classifier is None:
+            return PerceptionVisualizer.from_encoder(pl_module.encoder, pl_module.decoder)
+        from pv.models import Classifier
+
+        classifier = Classifier.from_checkpoint(self.classifier).to(pl_module.device).eval()
+        encoder_config = dict(pl_module.encoder.config, fingerprint=pl_module.encoder.fingerprint())
+        return PerceptionVisualizer(classifier, pl_module.decoder, encoder_config=encoder_config, decoder_name="the decoder being trained",
+                                    classifier_name=self.classifier, allow_encoder_mismatch=self.allow_encoder_mismatch)  # fmt: skip
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.classifier is not None:
+            self.visualizer(pl_module)  # refuse a mismatched classifier before training, not after
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -79,24 +134,22 @@ class PVFigure(pl.Callback):
         if images is None:
             return
         path = Path(self.path) if self.path else output_dir(trainer) / "pv_figure.png"
-        figure = pv_rows(pl_module, images.to(pl_module.device))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(make_grid(figure, nrow=len(images), padding=2, pad_value=1.0), path)
-        print(f"PV figure (rows: input, reconstruction, saliency, PV) written to {path}")
+        rows = pv_rows(self.visualizer(pl_module), images.to(pl_module.device))
+        picture = titled_rows(rows, list(self.ROWS))
+        save_png(picture, path)
+        log_picture(trainer, "pv_figure", picture, "rows: input, reconstruction, saliency, PV")
+        rank_zero_info(f"PV figure (rows: input, reconstruction, saliency, PV) written to {path}")
 
 
-@torch.no_grad()
-def pv_rows(module: pl.LightningModule, images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (4B, 3, H, W): inputs, reconstructions, saliency maps (gray), PVs."""
-    latent = module.encoder(images)  # (B, C, h, w)
-    reconstruction = module.decoder(latent).float()  # (B, 3, H, W)
-    head = module.encoder.head
-    if head is not None:
-        top_class = head(latent.mean(dim=(2, 3))).argmax(dim=1)  # (B,)
-        maps = class_activation_maps(latent.float(), head.weight.float())  # (B, K, h, w)
-        maps = maps[torch.arange(len(images)), top_class].unsqueeze(1)  # (B, 1, h, w)
-    else:
-        maps = latent.float().mean(dim=1, keepdim=True)
-    saliency = upsample_maps(normalize_maps(maps), tuple(images.shape[-2:]))  # (B, 1, H, W)
-    pv = perception_visualization(reconstruction, saliency)
-    return torch.cat([images.float(), reconstruction, saliency.expand_as(images), pv]).cpu()
+def pv_rows(visualizer: PerceptionVisualizer, images: torch.Tensor) -> list[torch.Tensor]:
+    """(B, 3, H, W) -> [inputs, reconstructions, saliency (gray), PVs], each (B, 3, H, W), for the top class."""
+    was_training = visualizer.decoder.training
+    visualizer.decoder.eval()
+    with torch.enable_grad():
+        with torch.no_grad():
+            logits = visualizer.classifier(images)
+        top = logits.argmax(dim=1) if logits.dim() == 2 else torch.zeros(len(images), dtype=torch.long, device=images.device)
+        out = visualizer(images, top)
+    visualizer.decoder.train(was_training)
+    saliency = out["saliency"][:, 0].float()  # (B, 1, H, W)
+    return [images.float(), out["reconstruction"].float(), saliency.expand_as(images), out["pv"][:, 0].float()]

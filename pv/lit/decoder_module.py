@@ -1,12 +1,13 @@
 """Training the PV decoder: image -> frozen encoder -> latent -> decoder -> reconstruction."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
+from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from pv.losses import PerceptionLoss
@@ -17,43 +18,53 @@ def default_optimizer(parameters) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=1e-3)
 
 
-class DecoderModule(pl.LightningModule):
-    """Trains `decoder` to invert the frozen `encoder` with `PerceptionLoss`.
+def image_metrics() -> MetricCollection:
+    return MetricCollection({"ssim": StructuralSimilarityIndexMeasure(data_range=1.0), "psnr": PeakSignalNoiseRatio(data_range=1.0)})
 
-    `loss` takes the encoder and returns the loss (YAML: `class_path: pv.losses.PerceptionLoss`,
-    `init_args: {weights: [0.2, 0.4, 0.4]}`); None means the paper's weights.
-    Speed: `channels_last` (NHWC convolutions, fastest with bf16 on GPUs), `compile` (torch.compile
-    encoder and decoder in place, checkpoint keys unchanged); mixed precision is the Trainer's
-    `precision: bf16-mixed`. Batches may carry a precomputed `latent` (see `pv.data.CachedDataModule`).
+
+class DecoderModule(pl.LightningModule):
+    """Trains `decoder` to invert the frozen `encoder` with `loss` (default: the paper's `PerceptionLoss`).
+
+    The loss receives the encoder in each call (for its DSIM term); the encoder is registered once,
+    here. Speed: `channels_last` (NHWC convolutions; "auto": when the Trainer runs bf16), `compile`
+    (torch.compile encoder and decoder in place, checkpoint keys unchanged); mixed precision is the
+    Trainer's `precision: bf16-mixed` (CPU too). Batches may carry a precomputed `latent`
+    (see `pv.data.CachedDataModule`). Checkpoints record the encoder's config and fingerprint.
     """
 
     def __init__(
         self,
         encoder: FrozenEncoder,
         decoder: Decoder,
-        loss: Callable[[nn.Module], PerceptionLoss] | None = None,
+        loss: PerceptionLoss | None = None,
         optimizer: OptimizerCallable = default_optimizer,
-        channels_last: bool = False,
+        channels_last: bool | Literal["auto"] = False,
         compile: bool = False,
     ):
         super().__init__()
         if decoder.in_channels != encoder.out_channels:
+            layer = encoder.config["layer"]
             raise ValueError(
-                f"decoder.in_channels={decoder.in_channels} but the encoder's layer {encoder.config['layer']!r} "
-                f"gives {encoder.out_channels} channels"
+                f"decoder.in_channels={decoder.in_channels} but the encoder's layer {layer!r} gives {encoder.out_channels} channels: "
+                f"set --model.init_args.decoder.init_args.in_channels={encoder.out_channels} (pv fit links it when the config leaves it out)"
             )
         self.encoder = encoder
         self.decoder = decoder
-        self.loss = loss(encoder) if loss is not None else PerceptionLoss(encoder)
+        self.loss = loss if loss is not None else PerceptionLoss()
         self.optimizer = optimizer
         self.channels_last = channels_last
-        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
-        if channels_last:
+        self.metrics = nn.ModuleDict({stage: image_metrics() for stage in ("val", "test")})  # one set per stage
+        if channels_last is True:
             self.to(memory_format=torch.channels_last)
         if compile:
             self.encoder.compile()
             self.decoder.compile()
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last == "auto":
+            self.channels_last = str(self.trainer.precision).startswith("bf16") or self.device.type == "cuda"
+            if self.channels_last:
+                self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         latent = self.encoder(images)  # (B, 3, H, W) -> (B, C, H/32, W/32)
@@ -61,7 +72,7 @@ class DecoderModule(pl.LightningModule):
 
     def _common_step(self, batch: dict, stage: str) -> torch.Tensor:
         images = batch["image"]
-        if self.channels_last:
+        if self.channels_last is True:
             images = images.contiguous(memory_format=torch.channels_last)
         latent = batch.get("latent")  # precomputed E(x) when the data module caches latents
         if latent is None:
@@ -73,12 +84,12 @@ class DecoderModule(pl.LightningModule):
                 f"Reconstruction {tuple(reconstruction.shape)} does not match images {tuple(images.shape)}: the decoder "
                 f"upsamples x{self.decoder.upscale}, so images must be {self.decoder.upscale} x the latent size"
             )
-        terms = self.loss(reconstruction, images, latent)
+        terms = self.loss(reconstruction, images, self.encoder, latent)
         logs = {f"{stage}/loss": terms.total, f"{stage}/mse": terms.mse, f"{stage}/ssim_loss": terms.ssim, f"{stage}/dsim": terms.dsim}
-        if stage != "train":
-            self.val_ssim(reconstruction.float(), images.float())
-            self.val_psnr(reconstruction.float(), images.float())
-            logs |= {f"{stage}/ssim": self.val_ssim, f"{stage}/psnr": self.val_psnr}
+        if stage in self.metrics:
+            metrics = self.metrics[stage]
+            metrics.update(reconstruction.float(), images.float())
+            logs |= {f"{stage}/{name}": metric for name, metric in metrics.items()}
         self.log_dict(logs, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True, batch_size=len(images), sync_dist=stage != "train")
         return terms.total
 
@@ -100,3 +111,6 @@ class DecoderModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["encoder_config"] = self.encoder.config
         checkpoint["decoder_config"] = self.decoder.config
+        fingerprint = getattr(self.encoder, "fingerprint", None)
+        if callable(fingerprint):
+            checkpoint["encoder_fingerprint"] = fingerprint()

@@ -2,6 +2,8 @@
 
 Because logits are a linear map of the pooled last feature map, Grad-CAM for this head has a
 closed form (CAM) that `pv.explain` uses to explain every class from one forward pass.
+`pooled_linear_head` is the one rule for which torchvision models have that head; `probabilities`
+the one place logits become probabilities.
 """
 from __future__ import annotations
 
@@ -11,9 +13,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pv.errors import CheckpointError
+from pv.models.checkpoint import load_checkpoint
 from pv.models.weights import Normalize, build_torchvision_model
 
 HEAD_NAMES = ("avgpool", "classifier", "fc", "head", "heads")
+ACTIVATIONS = ("sigmoid", "softmax", "logit")
+
+
+def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Logits (B, K) -> scores (B, K): "sigmoid" (multi-label, pv's classifiers), "softmax"
+    (one class per image, ImageNet models) or "logit" (the logits themselves)."""
+    if activation == "sigmoid":
+        return logits.sigmoid()
+    if activation == "softmax":
+        return logits.softmax(dim=1)
+    if activation == "logit":
+        return logits
+    raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+
+
+def pooled_linear_head(net: nn.Module) -> nn.Linear | None:
+    """The torchvision model's head when it is one linear layer on globally average-pooled features
+    (`avgpool` then `fc`: ResNets, ResNeXts, Wide ResNets, RegNets, ...), else None."""
+    head, pool = getattr(net, "fc", None), getattr(net, "avgpool", None)
+    if isinstance(head, nn.Linear) and isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
+        return head
+    return None
 
 
 def layer_names(model: nn.Module, prefix: str = "") -> list[str]:
@@ -24,6 +50,16 @@ def layer_names(model: nn.Module, prefix: str = "") -> list[str]:
         if isinstance(child, nn.Sequential):
             names += layer_names(child, prefix + name + ".")
     return names
+
+
+def trunk_of(model: nn.Module) -> nn.Module:
+    """The module whose children are the layers users name ("layer4", "features.12"): a pv Classifier's
+    `trunk`, a wrapped torchvision model's `net`, a FrozenEncoder's `body`, else the model itself."""
+    for attribute in ("trunk", "net", "body"):
+        child = getattr(model, attribute, None)
+        if isinstance(child, nn.Module):
+            return child
+    return model
 
 
 def truncate(model: nn.Module, layer: str) -> nn.Sequential:
@@ -44,6 +80,9 @@ class Classifier(nn.Module):
     """Images in [0, 1] (B, 3, H, W) -> logits (B, num_classes).
 
     `num_classes=None` keeps the pretrained linear head (e.g. ImageNet's 1000 classes).
+    `activation` says how logits become probabilities (`probabilities`): default "softmax" for a
+    kept ImageNet head, "sigmoid" for a new multi-label head; `input_size` is the image side in
+    pixels the classifier was trained at (default 224), so commands can use it as their default.
     """
 
     def __init__(
@@ -52,6 +91,8 @@ class Classifier(nn.Module):
         num_classes: int | None = 20,
         weights: str | None = "IMAGENET1K_V2",
         class_names: list[str] | None = None,
+        activation: str | None = None,
+        input_size: int = 224,
     ):
         super().__init__()
         net = build_torchvision_model(arch, weights)
@@ -63,9 +104,10 @@ class Classifier(nn.Module):
             channels = self.trunk.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
         self.trunk.train()  # the probe must not leave BatchNorm in eval mode: Lightning keeps module modes
         if num_classes is None:
-            if not isinstance(getattr(net, "fc", None), nn.Linear):
-                raise ValueError(f"num_classes is required for {arch}: its pretrained head is not one linear layer")
-            self.head = net.fc
+            head = pooled_linear_head(net)
+            if head is None:
+                raise ValueError(f"num_classes is required for {arch}: its pretrained head is not one linear layer on pooled features")
+            self.head = head
             if class_names is None and weights is not None:
                 class_names = list(torchvision_categories(arch, weights))
         else:
@@ -74,8 +116,35 @@ class Classifier(nn.Module):
         if class_names is not None and len(class_names) != self.num_classes:
             raise ValueError(f"{len(class_names)} class names given for {self.num_classes} classes")
         self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
+        self.activation = activation or ("softmax" if num_classes is None else "sigmoid")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if int(input_size) < 1:
+            raise ValueError(f"input_size must be a positive number of pixels, got {input_size}")
+        self.input_size = int(input_size)
+        self.weights_name, self.checkpoint_path = weights, None  # where the parameters came from (for messages)
         self.feature_layer = children[cut - 1][0]
-        self.config = {"arch": arch, "num_classes": self.num_classes, "class_names": self.class_names}
+        self.config = {
+            "arch": arch, "num_classes": self.num_classes, "class_names": self.class_names,
+            "activation": self.activation, "input_size": self.input_size,
+        }  # fmt: skip
+
+    @classmethod
+    def from_parts(
+        cls, trunk: nn.Sequential, head: nn.Linear, normalize: nn.Module, *, arch: str, class_names: list[str] | None = None, activation: str = "softmax"
+    ) -> "Classifier":
+        """A Classifier over modules that already exist (shared, not copied), e.g. a FrozenEncoder's body
+        and head, so explanation methods can read it like any pv classifier."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.normalize, model.trunk, model.head = normalize, trunk, head
+        model.num_classes = head.out_features
+        model.class_names = list(class_names) if class_names else [str(i) for i in range(model.num_classes)]
+        model.activation, model.input_size = activation, 224
+        model.weights_name, model.checkpoint_path = None, None
+        model.feature_layer = list(trunk.named_children())[-1][0]
+        model.config = {"arch": arch, "num_classes": model.num_classes, "class_names": model.class_names, "activation": model.activation, "input_size": 224}
+        return model
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.normalize(images))  # (B, 3, H, W) -> (B, C, H/32, W/32)
@@ -88,17 +157,22 @@ class Classifier(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location="cpu") -> "Classifier":
-        """Rebuild a classifier saved by `pv.ClassifierModule` (a Lightning checkpoint)."""
+        """Rebuild a classifier saved by `pv.ClassifierModule` (a Lightning checkpoint, read with
+        `weights_only=True`); checkpoints without `activation` / `input_size` get the defaults."""
         checkpoint = load_checkpoint(path, map_location)
         config = checkpoint.get("classifier_config")
-        if config is None:
-            raise ValueError(f"{path} is not a pv classifier checkpoint (no 'classifier_config'; was it a decoder?)")
-        model = cls(weights=None, **config)
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path} is not a pv classifier checkpoint (no 'classifier_config'; was it a decoder?)")
+        try:
+            model = cls(weights=None, **config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: its classifier_config cannot build a classifier: {err}") from None
         state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"{path} does not match a {config['arch']} classifier: {str(err).splitlines()[0]}") from None
+            raise CheckpointError(f"{path} does not match a {config['arch']} classifier: {str(err).splitlines()[0]}") from None
+        model.checkpoint_path = str(path)
         return model
 
 
@@ -109,16 +183,3 @@ def torchvision_categories(arch: str, weights: str) -> list[str]:
     weights_enum = enum_cls.DEFAULT if weights == "DEFAULT" else enum_cls[weights]
     return weights_enum.meta["categories"]
 
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """`torch.load` with a clear error for missing or unreadable files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:
-        raise ValueError(f"Cannot read checkpoint {path}: {err}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
-    return checkpoint

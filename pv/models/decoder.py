@@ -6,13 +6,25 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pv.errors import CheckpointError
+from pv.models.checkpoint import load_checkpoint
+
+
+def transposed_padding(kernel_size: int) -> tuple[int, int]:
+    """(padding, output_padding) so that a stride-2 transposed conv of `kernel_size` exactly doubles h and w."""
+    if kernel_size < 2:
+        raise ValueError(f"upsample_kernel must be >= 2, got {kernel_size}")
+    padding = (kernel_size - 1) // 2
+    return padding, 2 + 2 * padding - kernel_size
+
 
 class UpBlock(nn.Sequential):
-    """x2 upsampling: transposed conv (linear) -> BatchNorm -> 3x3 conv -> LeakyReLU(0.2)."""
+    """x2 upsampling: transposed conv (linear) -> BatchNorm -> `convs` x (3x3 conv -> LeakyReLU)."""
 
-    def __init__(self, in_channels: int, out_channels: int, convs: int = 1, negative_slope: float = 0.2):
+    def __init__(self, in_channels: int, out_channels: int, convs: int = 1, kernel_size: int = 3, negative_slope: float = 0.2):
+        padding, output_padding = transposed_padding(kernel_size)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=2, padding=padding, output_padding=output_padding, bias=False),
             nn.BatchNorm2d(out_channels),
         ]
         for _ in range(convs):
@@ -23,24 +35,36 @@ class UpBlock(nn.Sequential):
 class Decoder(nn.Module):
     """The paper's decoder: one `UpBlock` per width, then a 3x3 conv to RGB and a sigmoid.
 
-    With the default five widths a 7x7 latent becomes a 224x224 image (about 23 GFLOP per image).
+    `convs_per_block` is one count for every block or one per block; the authors' decoder
+    (`make_decoder_model` in their utils.py) is widths (512, 512, 256, 128, 64), convs (2, 2, 2, 1, 1),
+    `upsample_kernel=2` and ReLU (`negative_slope=0`): 16.7 M parameters, 7x7 -> 224x224.
     """
 
     def __init__(
         self,
         in_channels: int = 2048,
         widths: Sequence[int] = (512, 512, 256, 128, 64),
-        convs_per_block: int = 1,
+        convs_per_block: int | Sequence[int] = 1,
         out_channels: int = 3,
+        upsample_kernel: int = 3,
+        negative_slope: float = 0.2,
     ):
         super().__init__()
         if not widths:
             raise ValueError("Decoder widths must list at least one block")
+        convs = [int(convs_per_block)] * len(widths) if isinstance(convs_per_block, int) else [int(c) for c in convs_per_block]
+        if len(convs) != len(widths) or min(convs) < 0:
+            raise ValueError(f"convs_per_block must be one count >= 0 or one per block ({len(widths)} widths), got {convs_per_block}")
         channels = [in_channels, *widths]
         self.in_channels = in_channels
-        self.config = {"in_channels": in_channels, "widths": list(widths), "convs_per_block": convs_per_block, "out_channels": out_channels}
+        self.config = {
+            "in_channels": in_channels, "widths": list(widths), "convs_per_block": convs_per_block if isinstance(convs_per_block, int) else convs,
+            "out_channels": out_channels, "upsample_kernel": upsample_kernel, "negative_slope": negative_slope,
+        }  # fmt: skip
         self.upscale = 2 ** len(widths)
-        self.blocks = nn.Sequential(*(UpBlock(c_in, c_out, convs_per_block) for c_in, c_out in zip(channels, channels[1:])))
+        self.blocks = nn.Sequential(*(
+            UpBlock(c_in, c_out, n, upsample_kernel, negative_slope) for c_in, c_out, n in zip(channels, channels[1:], convs)
+        ))  # fmt: skip
         self.to_rgb = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -53,17 +77,19 @@ class Decoder(nn.Module):
 def load_decoder(path) -> tuple[Decoder, dict]:
     """Rebuild the decoder saved by `pv.DecoderModule` and return it with its encoder's config.
 
-    The encoder config ({"arch", "layer", "weights", "checkpoint"}) says which latent it decodes.
+    The encoder config ({"arch", "layer", "weights", "checkpoint"}, plus "fingerprint" when the
+    checkpoint has one) says which latent it decodes.
     """
-    from pv.models.classifier import load_checkpoint
-
     checkpoint = load_checkpoint(path)
     if "decoder_config" not in checkpoint:
-        raise ValueError(f"{path} is not a pv decoder checkpoint (no 'decoder_config'; was it a classifier?)")
+        raise CheckpointError(f"{path} is not a pv decoder checkpoint (no 'decoder_config'; was it a classifier?)")
     decoder = Decoder(**checkpoint["decoder_config"])
     state = {k[len("decoder."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("decoder.")}
     try:
         decoder.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{path}: decoder weights do not match its config: {str(err).splitlines()[0]}") from None
-    return decoder.eval(), checkpoint.get("encoder_config", {})
+        raise CheckpointError(f"{path}: decoder weights do not match its config: {str(err).splitlines()[0]}") from None
+    encoder_config = dict(checkpoint.get("encoder_config", {}))
+    if "encoder_fingerprint" in checkpoint:
+        encoder_config["fingerprint"] = checkpoint["encoder_fingerprint"]
+    return decoder.eval(), encoder_config

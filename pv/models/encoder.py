@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pv.models.classifier import Classifier, truncate
+from pv.models.classifier import Classifier, trunk_of, truncate
+from pv.models.fingerprint import encoder_fingerprint
+from pv.models.loading import load_classifier
 from pv.models.weights import none_if_null
 
 
@@ -14,28 +16,43 @@ class FrozenEncoder(nn.Module):
     Built from torchvision weights (`weights="IMAGENET1K_V2"`, None = random init) or from a
     `pv.ClassifierModule` checkpoint. Parameters never require grad and BatchNorm stays in eval
     mode even when a parent module calls `.train()`. Gradients still flow to the input (DSIM loss).
-    When `layer` is the classifier's last feature layer, `head` maps pooled latents to logits.
+    When `layer` is the classifier's last feature layer and its head is linear on pooled features,
+    `head` maps pooled latents to logits (else `head` is None). `fingerprint()` identifies it.
     """
 
     def __init__(self, arch: str = "resnet50", layer: str = "layer4", weights: str | None = None, checkpoint: str | None = None):
         super().__init__()
         weights, checkpoint = none_if_null(weights), none_if_null(checkpoint)
         if checkpoint is not None:
-            classifier = Classifier.from_checkpoint(checkpoint)
+            classifier = load_classifier(checkpoint=checkpoint)
             if classifier.config["arch"] != arch:
                 raise ValueError(f"Checkpoint {checkpoint} holds a {classifier.config['arch']} classifier, but arch is {arch!r}")
         else:
-            classifier = Classifier(arch, num_classes=None if arch.startswith(("resnet", "resnext", "wide_resnet")) else 1000, weights=weights)
+            classifier = load_classifier(arch=arch, weights=weights)
         self.normalize = classifier.normalize
-        self.body = truncate(classifier.trunk, layer)
-        self.head = classifier.head if layer == classifier.feature_layer else None
+        self.body = truncate(trunk_of(classifier), layer)
+        self.head = classifier.head if isinstance(classifier, Classifier) and layer == classifier.feature_layer else None
         self.class_names = classifier.class_names
+        self.activation = classifier.activation
         self.config = {"arch": arch, "layer": layer, "weights": weights, "checkpoint": checkpoint}
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         self.train(False)
         with torch.no_grad():
             self.out_channels = self.body(torch.zeros(1, 3, 64, 64)).shape[1]
+
+    def as_classifier(self) -> Classifier | None:
+        """The classifier this encoder was cut from, sharing its modules, when `head` exists (else None)."""
+        if self.head is None:
+            return None
+        return Classifier.from_parts(
+            self.body, self.head, self.normalize, arch=self.config["arch"], class_names=self.class_names, activation=self.activation
+        )
+
+    def fingerprint(self) -> dict:
+        """{"arch", "layer", "weights", "checkpoint", "params_sha256"}: what a decoder trained on this
+        encoder records, so it is never used with another classifier's latent."""
+        return encoder_fingerprint(self, **self.config)
 
     def train(self, mode: bool = True) -> "FrozenEncoder":
         """Always eval: BatchNorm running statistics must never move."""

@@ -32,6 +32,10 @@ def build_torchvision_model(arch: str, weights: str | None = None, **kwargs) -> 
     `weights` is an enum name such as "IMAGENET1K_V2" (or "DEFAULT"); None means random init.
     """
     weights = none_if_null(weights)
+    from pv.models.narrow_resnet import NARROW_RESNETS, build_narrow_resnet
+
+    if arch in NARROW_RESNETS:  # pv's own small ResNets (the generated world), built from torchvision's blocks
+        return build_narrow_resnet(arch, weights, **kwargs)
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
         raise ValueError(f"Unknown arch {arch!r}; torchvision classifiers are: {', '.join(sorted(available))}")

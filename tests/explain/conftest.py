@@ -10,6 +10,7 @@ from PIL import Image
 from torch import nn
 
 from pv.models import Classifier, Decoder
+from pv.models.fingerprint import encoder_fingerprint
 
 
 class TinyNet(nn.Module):
@@ -55,11 +56,15 @@ def checkpoints(tmp_path_factory, resnet_classifier: Classifier, small_decoder: 
     clf = resnet_classifier
     torch.save({"state_dict": {"model." + k: v for k, v in clf.state_dict().items()}, "classifier_config": clf.config}, paths["classifier"])
     encoder = {"arch": "resnet18", "layer": "layer4", "weights": None, "checkpoint": None}
+    fingerprint = encoder_fingerprint(clf, **encoder)  # as `pv fit` records it: the decoder inverts this classifier
     for name, decoder in (("decoder", small_decoder), ("bad_decoder", Decoder(256, (8, 8, 8, 8)))):
         torch.save(
-            {"state_dict": {"decoder." + k: v for k, v in decoder.state_dict().items()}, "decoder_config": decoder.config, "encoder_config": encoder},
+            {
+                "state_dict": {"decoder." + k: v for k, v in decoder.state_dict().items()}, "decoder_config": decoder.config,
+                "encoder_config": encoder, "encoder_fingerprint": fingerprint,
+            },
             paths[name],
-        )
+        )  # fmt: skip
     return paths
 
 

@@ -34,8 +34,23 @@ def test_gradcam_matches_the_hand_computed_map():
     raw = gradcam.attribute(image.expand(2, -1, -1, -1), torch.tensor([1, 0]))
     expected = torch.tensor([[[2.75, 0.0], [0.0, 4.25]], [[0.5, 2.5], [4.0, 3.5]]])[:, None]
     torch.testing.assert_close(raw, expected)
-    maps = gradcam(image.expand(2, -1, -1, -1), torch.tensor([1, 0]))  # normalised: (x - min) / (max - min)
-    torch.testing.assert_close(maps, (expected - expected.amin((2, 3), True)) / (expected.amax((2, 3), True) - expected.amin((2, 3), True)))
+    maps = gradcam(image.expand(2, -1, -1, -1), torch.tensor([1, 0]))  # normalised as the authors: x / max
+    torch.testing.assert_close(maps, expected / expected.amax((2, 3), True))
+
+
+def test_gradcam_normalisation_max_keeps_the_weakest_cell_of_an_all_positive_map():
+    # class 0's map [[0.5, 2.5], [4, 3.5]] is positive everywhere: divided by its max (the authors' Grad-CAM,
+    # the default) its weakest cell is 0.125; min-max scaling would paint it white (0)
+    model, image = hand_built_net(), hand_built_image()
+    expected = torch.tensor([[0.5, 2.5], [4.0, 3.5]])
+    by_max = GradCAM(model, layer="0")(image, torch.tensor([0]))[0, 0]
+    torch.testing.assert_close(by_max, expected / 4)
+    assert by_max.min() == pytest.approx(0.125)
+    minmax = GradCAM(model, layer="0", normalization="minmax")(image, torch.tensor([0]))[0, 0]
+    torch.testing.assert_close(minmax, (expected - 0.5) / 3.5)
+    assert minmax.min() == 0
+    with pytest.raises(ValueError, match="normalization must be one of max, minmax"):
+        GradCAM(model, layer="0", normalization="peak")
 
 
 def test_fast_path_equals_gradient_path(resnet_classifier):

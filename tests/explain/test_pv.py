@@ -9,6 +9,7 @@ from pv.explain import (
     GradCAM, PerceptionVisualizer, class_discriminative_pv, colorize, heatmap_overlay, mask_image, perception_visualization,
 )
 from pv.models import Decoder
+from pv.models.fingerprint import encoder_fingerprint
 
 ENCODER = {"arch": "resnet18", "layer": "layer4", "weights": None, "checkpoint": None}
 
@@ -56,7 +57,7 @@ class Recorder(nn.Module):
 
 def test_visualizer_pipeline(resnet_classifier, small_decoder):
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    visualizer = PerceptionVisualizer(resnet_classifier, small_decoder, ENCODER)
+    visualizer = PerceptionVisualizer(resnet_classifier, small_decoder, {**ENCODER, "fingerprint": encoder_fingerprint(resnet_classifier, **ENCODER)})
     assert visualizer.latent_name == "trunk.layer4"
     targets = torch.tensor([[0, 1], [3, 2]])
     out = visualizer(images, targets, class_discriminative=True)
@@ -90,5 +91,5 @@ def test_decoder_that_does_not_match_the_layer(resnet_classifier):
         PerceptionVisualizer(resnet_classifier, Decoder(256, (8, 8)), ENCODER)
     with pytest.raises(ValueError, match="'layer7' not found"):
         PerceptionVisualizer(resnet_classifier, Recorder(), {**ENCODER, "layer": "layer7"})
-    with pytest.warns(UserWarning, match="trained on resnet50 layer4"):
+    with pytest.warns(UserWarning, match=r"no encoder fingerprint.*trained on resnet50, the classifier is resnet18"):
         PerceptionVisualizer(resnet_classifier, Recorder(), {**ENCODER, "arch": "resnet50"})

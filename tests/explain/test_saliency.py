@@ -19,7 +19,7 @@ def images_for(batch: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(SALIENCY))
 @pytest.mark.parametrize("batch", [1, 3])
 def test_maps_are_normalised_at_input_size(name, batch, tiny_net):
-    method = SALIENCY[name](tiny_net, **FAST_OPTIONS.get(name, {}))
+    method = SALIENCY[name](tiny_net, **FAST_OPTIONS.get(name, {}), normalization="minmax")
     images = images_for(batch, size=32 if batch == 1 else 36)
     targets = torch.arange(batch) % 5  # a different class per image
     maps = method(images, targets)
@@ -28,7 +28,12 @@ def test_maps_are_normalised_at_input_size(name, batch, tiny_net):
     assert torch.isfinite(maps).all()
     flat = maps.flatten(1)
     assert torch.allclose(flat.amax(1), torch.ones(batch)) and torch.allclose(flat.amin(1), torch.zeros(batch))
+    # the default, "max": the positive part divided by its maximum (all 0 when nothing is positive)
     raw = method.attribute(images, targets)
+    reduced = method.reduce(raw).float()
+    by_max = SALIENCY[name](tiny_net, **FAST_OPTIONS.get(name, {}))(images, targets).flatten(1)
+    positive = reduced.flatten(1).amax(1) > 0
+    assert by_max.min() >= 0 and torch.allclose(by_max.amax(1), positive.float())
     assert raw.shape[0] == batch and raw.dim() == 4
     if batch > 1:  # targets differ per image: image 0 alone gives the same map as in the batch
         # Checked in float64. In float32 the kernels (chosen by batch size and CPU) round differently, by

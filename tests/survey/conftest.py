@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pv.models import Classifier, Decoder
+from pv.models import Classifier, Decoder, encoder_fingerprint
 from survey_testdata import CLASSES, TABLE, write_predictions
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -27,18 +29,24 @@ def tiny_images(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
-    """A random ResNet-18 VOC classifier and a decoder for its layer4 latent (64 px -> 2x2 -> 64 px)."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("checkpoints")
-    clf = Classifier("resnet18", num_classes=20, weights=None, class_names=CLASSES).eval()
+def save_checkpoints(folder: Path, seed: int = 0, input_size: int = 64) -> tuple[Path, Path]:
+    """A random ResNet-18 VOC classifier (trained at `input_size`) and a decoder for its layer4 latent, with the
+    encoder fingerprint a trained decoder records (64 px -> 2x2 -> 64 px)."""
+    torch.manual_seed(seed)
+    clf = Classifier("resnet18", num_classes=20, weights=None, class_names=CLASSES, input_size=input_size).eval()
     dec = Decoder(512, (16, 16, 8, 8, 8)).eval()
     classifier_path, decoder_path = folder / "classifier.ckpt", folder / "decoder.ckpt"
     torch.save({"state_dict": {"model." + k: v for k, v in clf.state_dict().items()}, "classifier_config": clf.config}, classifier_path)
     torch.save({"state_dict": {"decoder." + k: v for k, v in dec.state_dict().items()}, "decoder_config": dec.config,
-                "encoder_config": {"arch": "resnet18", "layer": "layer4", "weights": None, "checkpoint": None}}, decoder_path)  # fmt: skip
+                "encoder_config": {"arch": "resnet18", "layer": "layer4", "weights": None, "checkpoint": str(classifier_path)},
+                "encoder_fingerprint": encoder_fingerprint(clf, arch="resnet18", layer="layer4", checkpoint=str(classifier_path))}, decoder_path)  # fmt: skip
     return classifier_path, decoder_path
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    """A random ResNet-18 VOC classifier trained "at 64 px" and the decoder of its layer4 latent."""
+    return save_checkpoints(tmp_path_factory.mktemp("checkpoints"))
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +59,40 @@ def analysis_dir(tmp_path_factory, tiny_images) -> Path:
 @pytest.fixture(scope="session")
 def study(tmp_path_factory, analysis_dir, checkpoints) -> Path:
     """A study built by the real builder: 2 correct + 2 incorrect questions at 64 px. Treat as read-only."""
-    from survey.build import build_study
+    from pv.survey.build import build_study
 
     out = tmp_path_factory.mktemp("studies") / "tiny"
     with warnings.catch_warnings():  # a random classifier disagrees with the hand-made table
         warnings.simplefilter("ignore", UserWarning)
-        build_study(analysis_dir, *checkpoints, out, n_correct=2, n_incorrect=2, seed=3, image_size=64, progress=False)
+        build_study(analysis_dir, *checkpoints, out, n_correct=2, n_incorrect=2, seed=3, panel_size=64, progress=False)
+    return out
+
+
+@pytest.fixture()
+def old_study(tmp_path) -> tuple[Path, Path]:
+    """A study folder and a response database written by the survey code before issues 10 and 16 (commit bec6d17,
+    see data/make_old_fixture.py): format-1 manifest, cookie key in the database, one complete and one half-done
+    participant. Copied, so tests may upgrade it."""
+    import shutil
+
+    study = shutil.copytree(DATA / "old_study", tmp_path / "old_study")
+    db_path = tmp_path / "old_responses.sqlite"
+    shutil.copyfile(DATA / "old_responses.sqlite", db_path)
+    return study, db_path
+
+
+COMPLETION_CODE = "C0DE42"
+
+
+@pytest.fixture(scope="session")
+def platform_study(tmp_path_factory, analysis_dir, checkpoints) -> Path:
+    """The tiny study for Prolific: 2 + 2 questions, one attention check at position 3, completion code. Read-only."""
+    from pv.survey.build import build_study
+    from pv.survey.platform import platform_config
+
+    out = tmp_path_factory.mktemp("studies") / "prolific"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        build_study(analysis_dir, *checkpoints, out, n_correct=2, n_incorrect=2, seed=3, panel_size=64, progress=False,
+                    attention=1, platform=platform_config("prolific", COMPLETION_CODE))  # fmt: skip
     return out

@@ -11,7 +11,7 @@ import urllib.request
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
-from survey.serve import make_server
+from pv.survey.serve import make_server
 
 
 @dataclass

@@ -8,8 +8,8 @@ from contextlib import closing
 import pytest
 from survey_client import form_value, parse_question, snapshot
 
-from survey.app import create_app
-from survey.manifest import load_manifest
+from pv.survey.app import create_app
+from pv.survey.manifest import load_manifest
 
 CLIENT_ADDR = "203.0.113.77"
 USER_AGENT = "Mozilla/5.0 (secret-agent-1234)"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from survey_client import running_server
 
-from survey.manifest import load_manifest
+from pv.survey.manifest import load_manifest
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -16,9 +16,9 @@ from pv.cli import main as pv_main
 from pv.data import ImageTransform, load_image
 from pv.explain import class_activation_maps, heatmap_overlay, normalize_maps, perception_visualization, upsample_maps
 from pv.models import Classifier, load_decoder
-from survey.build import build_study
-from survey.manifest import load_manifest
-from survey.questions import CANT_TELL_ID
+from pv.survey.build import build_study
+from pv.survey.manifest import load_manifest
+from pv.survey.questions import CANT_TELL_ID
 
 SIZE = 64
 GAP = 2  # max(2, 64 // 28)
@@ -75,7 +75,7 @@ def test_build_is_seeded_and_refuses_to_overwrite(tmp_path, study, analysis_dir,
     def build(**kwargs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return build_study(analysis_dir, *checkpoints, tmp_path / "again", seed=3, image_size=SIZE, progress=False, **kwargs)
+            return build_study(analysis_dir, *checkpoints, tmp_path / "again", seed=3, panel_size=SIZE, progress=False, **kwargs)
 
     build(n_correct=2, n_incorrect=2)  # the same arguments as the `study` fixture
     first, again = (json.loads((folder / "manifest.json").read_text()) for folder in (study, tmp_path / "again"))
@@ -93,9 +93,9 @@ def test_build_errors_name_the_file(tmp_path, checkpoints, tiny_images):
     missing = dict(tiny_images, img0=tmp_path / "gone.png")
     write_predictions(tmp_path / "predictions.csv", TABLE, missing)
     with pytest.raises(FileNotFoundError, match="gone.png"):
-        build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=3, n_incorrect=3, image_size=SIZE, progress=False)
+        build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=3, n_incorrect=3, panel_size=SIZE, progress=False)
     with pytest.raises(ValueError, match="only 3 correctly classified"):
-        build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=4, n_incorrect=1, image_size=SIZE, progress=False)
+        build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=4, n_incorrect=1, panel_size=SIZE, progress=False)
     with pytest.raises(ValueError, match="not a pv decoder checkpoint"):
         build_study(tmp_path, checkpoints[0], checkpoints[0], tmp_path / "s", n_correct=1, n_incorrect=1, progress=False)
 
@@ -108,7 +108,7 @@ def test_cli_builds_a_study_from_real_photos(tmp_path, voc_root, checkpoints, ca
     ])]  # fmt: skip
     write_predictions(tmp_path / "predictions.csv", rows, {p.stem: p for p in photos})
     args = ["survey", "build", "--analysis", str(tmp_path), "--classifier", str(checkpoints[0]), "--decoder", str(checkpoints[1]),
-            "--out", str(tmp_path / "study"), "--correct", "2", "--incorrect", "2", "--image-size", "96", "--seed", "1"]  # fmt: skip
+            "--out", str(tmp_path / "study"), "--correct", "2", "--incorrect", "2", "--panel-size", "96", "--seed", "1"]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         assert pv_main(args) == 0

@@ -8,8 +8,8 @@ from contextlib import closing
 
 import pytest
 
-from survey import db
-from survey.manifest import load_manifest
+from pv.survey import db
+from pv.survey.manifest import load_manifest
 
 
 def orders(manifest):

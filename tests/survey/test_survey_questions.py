@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from survey_testdata import CLASSES, TABLE, write_predictions
 
-from survey.questions import (
+from pv.survey.questions import (
     BUCKETS, CANT_TELL_ID, CANT_TELL_LABEL, Prediction, class_options, display_order, question_options, read_predictions, select_questions,
 )  # fmt: skip
 

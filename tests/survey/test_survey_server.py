@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from survey_client import HttpParticipant, parse_question, running_server
 
-from survey import db
+from pv.survey import db
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,9 +65,9 @@ def test_200_concurrent_participants_lose_no_answer(study, tmp_path):
 
 
 def start_process(study, db_path) -> tuple[subprocess.Popen, str]:
-    """`python -m survey serve` as a separate process; returns it with its URL (bounded wait)."""
+    """`python -m pv.survey serve` as a separate process; returns it with its URL (bounded wait)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "survey", "serve", str(study), "--db", str(db_path), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "pv.survey", "serve", str(study), "--db", str(db_path), "--port", "0"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

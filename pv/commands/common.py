@@ -1,0 +1,365 @@
+"""What the `pv` sub-commands share: the parser (defaults in --help, usage errors as PVError), the
+classifier / device / saliency / decoder arguments, list parsing, and output folders and names."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import tempfile
+import unicodedata
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pv.errors import PVError
+
+
+class UsageError(PVError, ValueError):
+    """A bad command line: unknown flag, bad value, missing argument."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every default, also for options without help text; `None` defaults are explained in the help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, argparse.SUPPRESS, False) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and action.option_strings and action.default not in (None, argparse.SUPPRESS, False):
+            action.help = ""  # argparse skips the help column (and so the default) when help is None
+        return super()._format_action(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse with defaults in --help; a usage error raises `UsageError` (one line from `pv`) instead of exiting."""
+
+    def __init__(self, prog: str, description: str, **kwargs):
+        super().__init__(prog=prog, description=description, formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message: str):  # noqa: D401 (argparse's name)
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# --- argument types: checked while parsing, so a bad value stops the command before any work ---
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+for _type, _name in ((positive_int, "positive integer"), (non_negative_int, "integer"), (non_negative_float, "number"), (unit_float, "number")):
+    _type.__name__ = _name  # argparse names the type in "invalid <name> value"
+
+
+def parse_list(text: str, allowed: Sequence[str], field: str) -> list[str]:
+    """"a,b, c" -> ["a", "b", "c"], each checked against `allowed` (UsageError naming the field)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown or not items:
+        raise UsageError(f"{field}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def parse_indices(text: str, names: Sequence[str], field: str) -> list[int]:
+    """"3,cat" -> [3, names.index("cat")]: indices or names (UsageError naming the field)."""
+    indices = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item.lstrip("-").isdigit():
+            indices.append(int(item))
+        elif item in names:
+            indices.append(list(names).index(item))
+        else:
+            raise UsageError(f"{field}: {item!r} is neither an index nor a class name")
+    if not indices:
+        raise UsageError(f"{field}: empty list")
+    return indices
+
+
+@contextlib.contextmanager
+def user_errors(prefix: str = "") -> Iterator[None]:
+    """Turn ValueError / FileNotFoundError from loading what the user named into a one-line PVError."""
+    try:
+        yield
+    except PVError:
+        raise
+    except (ValueError, FileNotFoundError) as err:
+        raise PVError(f"{prefix}{err}") from err
+
+
+# --- classifier and device ---
+
+
+def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("classifier (one of)")
+    group.add_argument("--classifier", "--model", dest="classifier", metavar="CKPT", help="pv classifier checkpoint (from pv fit)")
+    group.add_argument("--arch", help="any torchvision classifier instead, e.g. resnet50, vgg16, mobilenet_v3_large")
+    group.add_argument("--weights", default="none", help="torchvision weights for --arch, e.g. IMAGENET1K_V2, DEFAULT, or none (random)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device (auto, cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    return device
+
+
+def classifier_from_arguments(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """The classifier the flags name, in eval mode on `device`, with frozen weights (attributions need input gradients only)."""
+    if args.classifier and args.arch:
+        raise UsageError("Give either --classifier or --arch, not both")
+    if not args.classifier and not args.arch:
+        raise UsageError("Give a classifier: --classifier CKPT, or --arch NAME [--weights ENUM|none]")
+    weights = None if str(args.weights).lower() in ("none", "null", "") else args.weights
+    from pv.models.loading import load_classifier
+
+    with user_errors():
+        model = load_classifier(args.classifier, args.arch, weights)
+    model = model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def classifier_name(args: argparse.Namespace) -> str:
+    return f"classifier {args.classifier}" if args.classifier else f"{args.arch} ({args.weights} weights)"
+
+
+ACTIVATION_HELP = "how logits become scores; auto: the classifier's own (sigmoid for pv's multi-label classifiers, from the checkpoint; softmax for torchvision ImageNet models)"
+IMAGE_SIZE_HELP = "images are resized (short side) and centre-cropped to this; default: the size the classifier was trained at (from its checkpoint; 224 for torchvision models)"
+
+
+def activation_of(model: nn.Module, flag: str | None = "auto") -> str:
+    """The scores' activation: the flag unless "auto", else the classifier's own (checkpoint fact), else softmax."""
+    if flag and flag != "auto":
+        return flag
+    return str(getattr(model, "activation", None) or "softmax")
+
+
+def input_size_of(model: nn.Module, flag: int | None = None) -> int:
+    """The image size: the flag when given, else the size the classifier was trained at, else 224."""
+    if flag is not None:
+        return int(flag)
+    return int(getattr(model, "input_size", None) or 224)
+
+
+def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Logits (B, K) -> scores (B, K) in fp32, by `pv.models` (the one place logits become probabilities)."""
+    from pv.models.classifier import probabilities as to_probabilities
+
+    return to_probabilities(logits.float(), activation)
+
+
+def add_image_arguments(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
+    parser.add_argument("--image-size", type=positive_int, help=IMAGE_SIZE_HELP)
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per model batch")
+    parser.add_argument("--activation", "--probabilities", dest="activation", choices=("auto", "softmax", "sigmoid"), default="auto", help=ACTIVATION_HELP)
+
+
+def check_latent_size(model: nn.Module, layer: str, image_size: int, flag: str = "--image-size") -> None:
+    """UsageError when `image_size` px gives `layer` a map smaller than 2 x 2 (nothing to localise)."""
+    from pv.explain.saliency import LayerRecorder, resolve_layer
+
+    with user_errors():
+        name, module = resolve_layer(model, layer)
+    parameter = next(model.parameters(), None)
+    probe = torch.zeros(1, 3, image_size, image_size, device=parameter.device if parameter is not None else "cpu")
+    try:
+        with torch.no_grad(), LayerRecorder(module, stop=True) as recorder:
+            h, w = recorder.run(model, probe).shape[-2:]
+    except RuntimeError as err:  # e.g. a kernel larger than the input
+        raise UsageError(f"{flag} {image_size} is too small for the classifier ({str(err).splitlines()[0]})") from None
+    if min(h, w) < 2:
+        stride = max(1, round(image_size / max(1, min(h, w))))
+        raise UsageError(
+            f"{flag} {image_size} gives a {h}x{w} map at layer {name.removeprefix('trunk.')!r}: use at least {2 * stride} px"
+        )
+
+
+# --- saliency methods: built only through pv.explain.build_saliency, described by their own class ---
+
+
+def saliency_names() -> list[str]:
+    from pv.explain import SALIENCY
+
+    return list(SALIENCY)
+
+
+def saliency_title(name: str) -> str:
+    """A method's display title, from its class."""
+    from pv.explain import SALIENCY
+
+    return SALIENCY[name].title
+
+
+def add_saliency_arguments(parser: argparse.ArgumentParser) -> None:
+    """Saliency options shared by `pv explain` and `pv evaluate-explanations`; each method takes those it accepts."""
+    group = parser.add_argument_group("saliency options (each method uses the ones it accepts)")
+    group.add_argument("--layer", help="layer for the layer-based methods (Grad-CAM, ...); default: the last conv block, e.g. layer4")
+    group.add_argument("--internal-batch-size", type=positive_int, default=64, help="model batch for IG steps, LIME perturbations, deletion steps")
+    group.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients: integration steps")
+    group.add_argument("--ig-baseline", choices=("black", "blurred"), default="black", help="Integrated Gradients: baseline image")
+    group.add_argument("--lime-samples", type=positive_int, default=256, help="LIME: perturbed samples per image")
+    group.add_argument("--lime-segments", type=positive_int, default=50, help="LIME: superpixels per image")
+    group.add_argument("--normalization", choices=("max", "minmax"), default="max", help="maps divided by their maximum (the authors') or min-max scaled")
+    group.add_argument("--blur", type=non_negative_float, default=0.0, help="Gaussian blur of the maps (sigma, pixels)")
+    group.add_argument("--tv", type=non_negative_float, default=0.0, help="total-variation denoising weight for the maps")
+    group.add_argument("--seed", type=int, default=0, help="random seed (LIME samples)")
+
+
+def saliency_options(args: argparse.Namespace, activation: str | None = None) -> dict:
+    """Every option the command line sets, by constructor name; `build_saliency` passes each method those it accepts."""
+    options = {
+        "blur_sigma": args.blur, "tv_weight": args.tv, "normalization": args.normalization,
+        "n_steps": args.ig_steps, "baseline": args.ig_baseline, "internal_batch_size": args.internal_batch_size,
+        "n_samples": args.lime_samples, "n_segments": args.lime_segments, "seed": args.seed, "batch_size": args.internal_batch_size,
+        "activation": activation,
+    }  # fmt: skip
+    if args.layer:
+        options["layer"] = args.layer
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def make_saliency(name: str, model: nn.Module, options: dict):
+    """SALIENCY[name] built by `pv.explain.build_saliency`, which passes the options the method accepts (bad values: one line)."""
+    from pv.explain import build_saliency
+
+    with user_errors():
+        return build_saliency(name, model, **options)
+
+
+# --- decoders ---
+
+
+def add_encoder_mismatch_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-encoder-mismatch", action="store_true",
+        help="use a decoder with a classifier whose encoder differs from the one it was trained to invert (a warning instead of an error; for experiments)",
+    )  # fmt: skip
+
+
+def make_visualizer(model: nn.Module, decoder_path: str, device: torch.device, saliency=None, *, classifier: str, allow_mismatch: bool = False, normalization: str = "max"):
+    """A PerceptionVisualizer for the decoder checkpoint at `decoder_path`; refuses a decoder of another encoder."""
+    from pv.explain import PerceptionVisualizer
+    from pv.models import load_decoder
+
+    with user_errors():
+        decoder, encoder_config = load_decoder(decoder_path)
+    with user_errors():
+        return PerceptionVisualizer(
+            model, decoder.to(device).eval(), encoder_config, saliency, decoder_name=f"decoder {decoder_path}",
+            classifier_name=classifier, allow_encoder_mismatch=allow_mismatch, normalization=normalization,
+        )
+
+
+def training_data_label(decoder_path: str | Path) -> str:
+    """What a decoder was trained on: from its checkpoint's data config when recorded, else its file name."""
+    from pv.models.loading import load_checkpoint
+
+    with user_errors():
+        checkpoint = load_checkpoint(decoder_path)
+    for key in ("data_config", "datamodule_config", "datamodule_hyper_parameters"):
+        config = checkpoint.get(key)
+        if isinstance(config, dict) and config:
+            return describe_data(config)
+    return Path(decoder_path).name
+
+
+def describe_data(config: dict) -> str:
+    """{"class_path": ..., "init_args": {"root": "data/imagenet", "subset_size": 8000}} -> "imagenet (8000 images)"."""
+    init = config.get("init_args", config)
+    init = init if isinstance(init, dict) else {}
+    source = init.get("source")
+    if isinstance(source, dict):  # a cached data module wraps the real one
+        return describe_data(source)
+    kind = str(config.get("class_path", "")).rpartition(".")[2].removesuffix("DataModule")
+    root = init.get("root")
+    name = Path(str(root)).name if root else kind or "unknown data"
+    if root and kind:
+        name = f"{kind} {name}"
+    if init.get("subset_size"):
+        name += f" ({init['subset_size']} images)"
+    return name
+
+
+# --- output folders and names ---
+
+
+class OutputError(PVError, OSError):
+    """An output folder or file that cannot be written."""
+
+
+def prepare_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create `path` and check it is a writable folder, before any work (one line naming it otherwise)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path} is a file, not a folder: choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".pv-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{flag} {path} cannot be written: {err.strerror or err}") from None
+    return path
+
+
+def output_name(path: Path, root: Path) -> str:
+    """A unique, stable output name for an image: its path under `root` with its extension (`sub/cat.jpg`).
+
+    Distinct files give distinct names: nothing is collapsed; '%', control characters and bytes that are
+    not UTF-8 are written as %XX.
+    """
+    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    return "/".join(_escape_part(part) for part in relative.parts)
+
+
+def _escape_part(part: str) -> str:
+    out = []
+    for char in part:
+        if "\udc80" <= char <= "\udcff":  # an undecodable byte (surrogateescape)
+            out.append(f"%{ord(char) - 0xDC00:02X}")
+        elif char == "%" or unicodedata.category(char) in ("Cc", "Cs"):
+            out.append("".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def display_name(text: str) -> str:
+    """A name as plain printable text: bytes that are not UTF-8 shown escaped (\\xff)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
