@@ -25,13 +25,17 @@ from pv.models import Classifier
 from pv.models.classifier import probabilities
 
 ROW_COLUMNS = PREDICTION_COLUMNS  # the old name
+
+
+class AnalysisError(PVError, ValueError):
+    """Data and classifier that do not fit together (class count, class names, data module kind)."""
 __all__ = ["BUCKETS", "ROW_COLUMNS", "bucket", "confusion_counts", "make_rows", "plot_confusion", "predict", "summarize", "write_outputs"]
 
 
 def split_dataset(datamodule: VOCDataModule, split: str, split_option: str = "--split") -> Dataset:
     """The un-augmented images and multi-hot labels of one split (train, val, trainval, ...)."""
     if not isinstance(datamodule, VOCDataModule):
-        raise PVError(f"pv analyze needs labelled VOC data (pv.data.VOCDataModule), got {type(datamodule).__name__}")
+        raise AnalysisError(f"pv analyze needs labelled VOC data (pv.data.VOCDataModule), got {type(datamodule).__name__}")
     return voc_dataset(datamodule.root, datamodule.eval_transform, datamodule.year, split, split_option=split_option,
                        classes=getattr(datamodule, "class_names", VOC_CLASSES))  # fmt: skip
 
@@ -39,11 +43,11 @@ def split_dataset(datamodule: VOCDataModule, split: str, split_option: str = "--
 def resolve_class_names(model: Classifier, num_labels: int, checkpoint: str | Path, data_classes: list[str] | tuple[str, ...] = VOC_CLASSES) -> list[str]:
     """The model's class names, checked against the data's label count and class order (VOC's by default)."""
     if model.num_classes != num_labels:
-        raise PVError(f"{checkpoint} holds a {model.num_classes}-class classifier, but the data has {num_labels} classes")
+        raise AnalysisError(f"{checkpoint} holds a {model.num_classes}-class classifier, but the data has {num_labels} classes")
     if model.class_names == [str(i) for i in range(model.num_classes)]:
         return list(data_classes)  # saved without names: the data's order
     if list(model.class_names) != list(data_classes):
-        raise PVError(f"{checkpoint} was trained on classes {model.class_names}, not the data's classes {list(data_classes)}")
+        raise AnalysisError(f"{checkpoint} was trained on classes {model.class_names}, not the data's classes {list(data_classes)}")
     return list(model.class_names)
 
 

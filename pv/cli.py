@@ -21,6 +21,7 @@ COMMANDS = {
     "featvis": ("pv.commands.featvis", "main", "feature visualization by multi-scale gradient ascent"),
     "evaluate-explanations": ("pv.commands.evaluate", "main", "deletion/insertion AUC and decoder metrics over a dataset"),
     "survey": ("pv.survey.cli", "main", "build, serve, export and analyze the user study"),
+    "sanity-check": ("pv.commands.sanity", "main", "cascading randomisation: how much PV and Grad-CAM change when the model does"),
     "world": ("pv.commands.world", "main", "generate the world with planted misperceptions (VOC layout + ground truth)"),
 }
 # OS errors that come from the environment (a full disk, a read-only folder), not from a bug.

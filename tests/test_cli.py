@@ -1,3 +1,4 @@
+import errno
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,7 @@ import pytest
 import yaml
 
 from pv.cli import cli_main, main
+from pv.errors import PVError
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG = str(REPO / "configs" / "debug.yaml")
@@ -63,6 +65,49 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path, capsys):
     cli.trainer.save_checkpoint(path)
     code = main(["fit", "--config", DEBUG, f"--model.init_args.encoder.init_args.checkpoint={path}"])
     assert code == 2 and "not a pv classifier checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error, one_line",
+    [
+        (PVError("Checkpoint x.ckpt does not exist\nsecond line"), "pv featvis: error: Checkpoint x.ckpt does not exist second line"),
+        (OSError(errno.ENOSPC, "No space left on device", "/out/fig.png"), "pv featvis: error: cannot write /out/fig.png: No space left on device"),
+        (ValueError("a bug"), None),
+        (KeyError("a bug"), None),
+        (RuntimeError("CUDA out of memory"), None),
+    ],
+)
+def test_only_user_errors_are_one_line(error, one_line, monkeypatch, capsys):
+    """Issue 9.6: PVError (and environment OS errors) print one line with exit 2; anything else keeps its traceback."""
+    import pv.commands.featvis
+
+    def fail(argv):
+        raise error
+
+    monkeypatch.setattr(pv.commands.featvis, "main", fail)
+    if one_line is None:
+        with pytest.raises(type(error)):
+            main(["featvis"])
+        return
+    assert main(["featvis"]) == 2
+    assert capsys.readouterr().err == one_line + "\n"
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert main(["explain", "--images", "x", "--out", "y", "--topk", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "pv explain: error: argument --topk: must be >= 1, got 0 (see pv explain --help)\n"
+    assert main(["featvis", "--out", "o", "--no-such-flag"]) == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_commands_live_in_pv_commands():
+    """Issue 9.1: one module per command; pv.explain holds no argparse."""
+    from pv.cli import COMMANDS
+
+    assert all(module.startswith(("pv.commands.", "pv.survey.")) for module, _, _ in COMMANDS.values())
+    for path in (REPO / "pv" / "explain").glob("*.py"):
+        assert "import argparse" not in path.read_text(), path
 
 
 def test_console_script_help():

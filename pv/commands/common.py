@@ -104,15 +104,25 @@ def parse_indices(text: str, names: Sequence[str], field: str) -> list[int]:
     return indices
 
 
+class BadValueError(PVError, ValueError):
+    """A value the user gave that a library function rejected."""
+
+
+class MissingFileError(PVError, FileNotFoundError):
+    """A file or folder the user named that does not exist."""
+
+
 @contextlib.contextmanager
 def user_errors(prefix: str = "") -> Iterator[None]:
-    """Turn ValueError / FileNotFoundError from loading what the user named into a one-line PVError."""
+    """Turn ValueError / FileNotFoundError from using what the user named into a one-line PVError (of the same kind)."""
     try:
         yield
     except PVError:
         raise
-    except (ValueError, FileNotFoundError) as err:
-        raise PVError(f"{prefix}{err}") from err
+    except FileNotFoundError as err:
+        raise MissingFileError(f"{prefix}{err}") from err
+    except ValueError as err:
+        raise BadValueError(f"{prefix}{err}") from err
 
 
 # --- classifier and device ---
@@ -196,15 +206,18 @@ def check_latent_size(model: nn.Module, layer: str, image_size: int, flag: str =
 
     with user_errors():
         name, module = resolve_layer(model, layer)
-    parameter = next(model.parameters(), None)
-    probe = torch.zeros(1, 3, image_size, image_size, device=parameter.device if parameter is not None else "cpu")
-    try:
+    def map_size(size: int) -> tuple[int, int]:
+        parameter = next(model.parameters(), None)
+        probe = torch.zeros(1, 3, size, size, device=parameter.device if parameter is not None else "cpu")
         with torch.no_grad(), LayerRecorder(module, stop=True) as recorder:
-            h, w = recorder.run(model, probe).shape[-2:]
+            return tuple(recorder.run(model, probe).shape[-2:])
+
+    try:
+        h, w = map_size(image_size)
     except RuntimeError as err:  # e.g. a kernel larger than the input
         raise UsageError(f"{flag} {image_size} is too small for the classifier ({str(err).splitlines()[0]})") from None
     if min(h, w) < 2:
-        stride = max(1, round(image_size / max(1, min(h, w))))
+        stride = max(1, round(256 / min(map_size(256))))  # input pixels per map cell
         raise UsageError(
             f"{flag} {image_size} gives a {h}x{w} map at layer {name.removeprefix('trunk.')!r}: use at least {2 * stride} px"
         )

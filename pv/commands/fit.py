@@ -24,7 +24,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from pv.atomic import atomic_path
@@ -71,7 +71,7 @@ def resolve_last(folders: list[Path]) -> Path:
         problem = readable_checkpoint(path)
         if problem is None:
             if refused:
-                rank_zero_info(f"pv fit: {'; '.join(refused)}: resuming from {path}, the newest readable checkpoint")
+                rank_zero_warn(f"pv fit: {'; '.join(refused)}: resuming from {path}, the newest readable checkpoint")
             return path
         refused.append(f"{path} is unreadable ({problem})")
     raise CheckpointError(f"--ckpt_path last: no readable checkpoint ({'; '.join(refused)})")

@@ -88,6 +88,7 @@ class ClassifierModule(pl.LightningModule):
         self.loss = nn.BCEWithLogitsLoss()
         self.metrics = nn.ModuleDict({stage: MultilabelMetrics(model.num_classes, self.threshold) for stage in ("val", "test")})
         self.backbone_frozen = False
+        self._seen_size: int | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)  # (B, 3, H, W) -> logits (B, C)
@@ -115,6 +116,7 @@ class ClassifierModule(pl.LightningModule):
         images, target = batch["image"], batch["label"]  # (B, 3, H, W), (B, C) multi-hot
         if target.shape[1] != self.model.num_classes:
             raise ValueError(f"Labels have {target.shape[1]} classes but the classifier has {self.model.num_classes}")
+        self._seen_size = int(images.shape[-1])
         logits = self(images).float()  # (B, C)
         loss = self.loss(logits, target.float())
         self.log(f"{stage}/loss", loss, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True, batch_size=len(images), sync_dist=stage != "train")
@@ -154,5 +156,15 @@ class ClassifierModule(pl.LightningModule):
         # All parameters: while the trunk is frozen its gradients are None and optimizers skip it.
         return self.optimizer(self.model.parameters())
 
+    def input_size(self) -> int | None:
+        """Pixels the classifier is trained at: the data module's `image_size`, else the last batch's width."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(datamodule, "image_size", None) or self._seen_size
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["classifier_config"] = self.model.config
+        """`classifier_config`: arch, num_classes, class_names, activation ("sigmoid": multi-label BCE), input_size."""
+        config = dict(self.model.config, activation="sigmoid")
+        size = self.input_size()
+        if size is not None:
+            config["input_size"] = int(size)
+        checkpoint["classifier_config"] = config

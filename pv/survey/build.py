@@ -37,7 +37,7 @@ from pv.survey import texts
 from pv.survey.manifest import FORMAT, MANIFEST_NAME, QUESTION_ORDERS, estimate_minutes, write_manifest
 from pv.survey.platform import PRESETS, platform_config
 from pv.survey.questions import CANT_TELL_ID, CANT_TELL_LABEL, Prediction, display_name, question_options, read_predictions, select_questions
-from pv.survey.errors import StudyError, MissingFileError
+from pv.survey.errors import MissingFileError, StudyError
 
 ARMS = ("pv", "gradcam")
 
@@ -120,7 +120,7 @@ def attention_checks(count: int, classes: list[str], panel_size: int, out: Path,
         check_id = f"a{k + 1}"
         path = f"images/attention/{check_id}.png"
         save_png(attention_image(f"Attention check: please choose \u201c{answer['label']}\u201d below.", panel_size), out / path)
-        position = None if placement == "random" else round((k + 1) * (n_questions + count) / (count + 1))
+        position = None if placement == "random" else -(-(k + 1) * (n_questions + count) // (count + 1))  # evenly spread, 1-based
         checks.append({
             "id": check_id, "image": path, "text": f"Please choose \u201c{answer['label']}\u201d.", "question_text": texts.ATTENTION_QUESTION_TEXT,
             "options": options, "answer": answer["id"], "position": position,

@@ -25,7 +25,7 @@ from typing import Any
 
 from pv.survey.keys import create_private_empty, load_or_create_keys
 from pv.survey.manifest import fingerprint
-from pv.survey.errors import StudyError, MissingFileError
+from pv.survey.errors import MissingFileError, StudyError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (

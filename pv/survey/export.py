@@ -15,7 +15,7 @@ from pv.atomic import write_text
 from pv.survey import db
 from pv.survey.manifest import item_index
 from pv.survey.order import default_order
-from pv.survey.errors import StudyError, MissingFileError
+from pv.survey.errors import MissingFileError, StudyError
 
 COLUMNS = (
     "participant", "seq", "arm", "started_at", "completed_at", "completed",

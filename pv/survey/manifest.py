@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pv.atomic import write_text
-from pv.survey.errors import MissingFileError
+from pv.survey.errors import MissingFileError, StudyError
 
 FORMAT = "pv-survey/2"
 FORMATS = ("pv-survey/1", FORMAT)

@@ -9,7 +9,6 @@ import random
 import warnings
 
 from pv.data.predictions import BUCKETS, PREDICTION_COLUMNS, Prediction, read_predictions
-
 from pv.survey.errors import StudyError
 
 __all__ = [

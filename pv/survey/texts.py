@@ -7,7 +7,7 @@ the photo. The two arms share every sentence except the one describing their exp
 from __future__ import annotations
 
 from pathlib import Path
-from pv.survey.errors import StudyError, MissingFileError
+from pv.survey.errors import MissingFileError, StudyError
 
 QUESTION_TEXT = "What is the model's prediction?"
 ATTENTION_QUESTION_TEXT = "Please read the picture above and answer as it asks."

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from pv import ClassifierModule
-from pv.analysis import ROW_COLUMNS, bucket, confusion_counts, load_datamodule, main, make_rows
+from pv.analysis import confusion_counts
+from pv.commands.analyze import load_datamodule, main
 from pv.data import VOC_CLASSES, VOCDataModule
+from pv.data.predictions import BUCKETS, PREDICTION_COLUMNS as ROW_COLUMNS, Prediction, bucket, make_rows, read_predictions, write_predictions
+from pv.errors import PVError
 
 from .conftest import REPO, save_untrained_checkpoint, tiny_classifier
 
@@ -83,10 +86,40 @@ def test_missing_files_and_bad_configs(tmp_path, voc_root):
     config.write_text("root: data\n")
     with pytest.raises(ValueError, match="bad.yaml has no data-module `class_path`"):
         main(["--checkpoint", "x.ckpt", "--data", str(config)])
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(PVError, match="missing.ckpt"):
         main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--data", VOC_DATA, "--root", str(voc_root), "--split", "trainval"])
     with pytest.raises(FileNotFoundError, match="ImageSets/Main/val.txt"):
         main(["--checkpoint", "x.ckpt", "--data", VOC_DATA, "--root", str(voc_root), "--split", "val"])
+
+
+def test_data_config_must_name_a_data_module(tmp_path, capsys):
+    """Issue 12.2: `class_path: os.system` was imported and called; only LightningDataModule subclasses are accepted."""
+    from pv.cli import main as pv_main
+
+    marker = tmp_path / "ran"
+    for class_path, init_args in (("os.system", {"command": f"touch {marker}"}), ("pv.models.Decoder", {"in_channels": 8})):
+        config = tmp_path / "evil.yaml"
+        config.write_text(f"class_path: {class_path}\ninit_args: {init_args!r}\n".replace("'", '"'))
+        assert pv_main(["analyze", "--checkpoint", "x.ckpt", "--data", str(config), "--out", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "Traceback" not in error
+        assert error.startswith(f"pv analyze: error: {config}: Import path {class_path} does not correspond to a subclass of LightningDataModule")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_predictions_schema_round_trip(tmp_path):
+    """Issue 9.4: one definition of the table: what `pv analyze` writes is what the survey reads."""
+    names = ["cat", "dog", "car"]
+    probs = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.3, 0.2], [0.4, 0.55, 0.3], [0.1, 0.8, 0.1]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 0]])
+    rows = make_rows(["/x/a.jpg", "/x/b.jpg", "/y/c.png", "/y/d.png"], probs, labels, names, threshold=0.5)
+    assert {row["bucket"] for row in rows} == set(BUCKETS)
+    write_predictions(tmp_path, rows)
+    read, classes = read_predictions(tmp_path)
+    assert classes == names
+    assert read[0] == Prediction("a", str(Path("/x/a.jpg").resolve()), ("cat", "car"), ("cat", "car"), "cat", 0.9, "correct")
+    assert [r.bucket for r in read] == ["correct", "empty", "incorrect", "partial"]
+    assert json.loads((tmp_path / "predictions.json").read_text())[3]["predicted"] == "dog"
 
 
 def test_data_config_as_fit_config_follows_its_data_file():

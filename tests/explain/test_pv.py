@@ -93,3 +93,67 @@ def test_decoder_that_does_not_match_the_layer(resnet_classifier):
         PerceptionVisualizer(resnet_classifier, Recorder(), {**ENCODER, "layer": "layer7"})
     with pytest.warns(UserWarning, match=r"no encoder fingerprint.*trained on resnet50, the classifier is resnet18"):
         PerceptionVisualizer(resnet_classifier, Recorder(), {**ENCODER, "arch": "resnet50"})
+
+
+def save_decoder_trained_on(path, encoder, decoder) -> str:
+    """A decoder checkpoint as `pv fit` writes it, recording the encoder it inverts."""
+    torch.save({
+        "state_dict": {"decoder." + k: v for k, v in decoder.state_dict().items()}, "decoder_config": decoder.config,
+        "encoder_config": encoder.config, "encoder_fingerprint": encoder.fingerprint(),
+    }, path)  # fmt: skip
+    return str(path)
+
+
+def test_decoder_of_another_random_resnet_is_refused(tmp_path, small_decoder):
+    """Issue 10.1: a decoder trained on one random-weights ResNet-18 does not explain another seed's."""
+    from pv.errors import EncoderMismatchError
+    from pv.models import FrozenEncoder, load_classifier, load_decoder
+
+    torch.manual_seed(0)
+    path = save_decoder_trained_on(tmp_path / "dec.ckpt", FrozenEncoder("resnet18", "layer4", weights=None), small_decoder)
+    decoder, encoder_config = load_decoder(path)
+    torch.manual_seed(0)
+    same = load_classifier(arch="resnet18", weights=None)
+    torch.manual_seed(1)
+    other = load_classifier(arch="resnet18", weights=None)
+    PerceptionVisualizer(same, decoder, encoder_config, decoder_name=f"decoder {path}")  # its own encoder: accepted
+    with pytest.raises(EncoderMismatchError, match=r"decoder .*dec.ckpt was trained to invert resnet18 layer4 \(random init.*but M is resnet18"):
+        PerceptionVisualizer(other, decoder, encoder_config, decoder_name=f"decoder {path}", classifier_name="M")
+    with pytest.warns(UserWarning, match="allow-encoder-mismatch"):
+        PerceptionVisualizer(other, decoder, encoder_config, allow_encoder_mismatch=True)
+
+
+def test_training_figure_uses_the_pipeline(small_decoder):
+    """Issue 9.2: the callback's PV rows are the pipeline's output (Grad-CAM of the encoder's classifier)."""
+    from pv.explain.gradcam import MeanActivation
+    from pv.lit.callbacks import pv_rows
+    from pv.models import FrozenEncoder
+
+    torch.manual_seed(0)
+    encoder = FrozenEncoder("resnet18", "layer4", weights=None)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    rows = pv_rows(PerceptionVisualizer.from_encoder(encoder, small_decoder), images)  # inputs, reconstructions, saliency, PVs
+    classifier = encoder.as_classifier()  # shares the encoder's modules
+    assert classifier.trunk is encoder.body and classifier.head is encoder.head
+    top = classifier(images).argmax(1)
+    expected = PerceptionVisualizer(classifier, small_decoder)(images, top)
+    torch.testing.assert_close(rows[2], expected["saliency"][:, 0].expand(-1, 3, -1, -1))
+    torch.testing.assert_close(rows[3], expected["pv"][:, 0])
+    # an encoder cut before the head: the latent's mean activation, still through the pipeline
+    headless = FrozenEncoder("resnet18", "layer3", weights=None)
+    result = PerceptionVisualizer.from_encoder(headless, Decoder(256, (8, 8, 8, 8)))(images)
+    assert isinstance(PerceptionVisualizer.from_encoder(headless, Decoder(256, (8, 8, 8, 8))).saliency, MeanActivation)
+    assert result["pv"].shape == (2, 1, 3, 64, 64) and result["saliency"].amax((2, 3, 4)).eq(1).all()
+
+
+def test_pipeline_normalises_by_the_maximum_unless_told_otherwise(resnet_classifier, small_decoder):
+    """Issue 10.13: the pipeline's maps are divided by their maximum (the authors'), min-max on request."""
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([0, 1])
+    raw = GradCAM(resnet_classifier).attribute(images, targets)  # (B, 1, h, w), >= 0
+    upsampled = torch.nn.functional.interpolate(raw, size=(64, 64), mode="bilinear", align_corners=False)
+    by_max = PerceptionVisualizer(resnet_classifier, small_decoder)(images, targets)["saliency"][:, 0]
+    torch.testing.assert_close(by_max, upsampled / upsampled.amax((2, 3), keepdim=True))
+    minmax = PerceptionVisualizer(resnet_classifier, small_decoder, normalization="minmax")(images, targets)["saliency"][:, 0]
+    low = upsampled.amin((2, 3), keepdim=True)
+    torch.testing.assert_close(minmax, (upsampled - low) / (upsampled.amax((2, 3), keepdim=True) - low))

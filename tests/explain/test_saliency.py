@@ -75,3 +75,73 @@ def test_denoising_options_smooth_the_maps(tiny_net):
         assert (total_variation(smooth) < 0.7 * total_variation(plain)).all()
     with pytest.raises(ValueError, match="blur_sigma"):
         SALIENCY["gradcam"](tiny_net, blur_sigma=-1)
+
+
+def test_every_method_describes_itself():
+    """Issue 9.3: a title and the options its constructor accepts, read from the signatures."""
+    from pv.explain import Saliency
+
+    titles = [method.__dict__.get("title") for method in SALIENCY.values()]
+    assert all(isinstance(title, str) and title for title in titles) and len(set(titles)) == len(titles)
+    for method in SALIENCY.values():
+        options = method.options()
+        assert {"blur_sigma", "tv_weight", "normalization"} <= set(options)  # inherited through **options
+        assert all(parameter.kind is parameter.KEYWORD_ONLY for parameter in options.values())
+    assert "layer" in SALIENCY["gradcam++"].options() and "layer" in SALIENCY["guided_gradcam"].options()
+    assert "layer" not in SALIENCY["ig"].options() and "n_steps" in SALIENCY["ig"].options()
+    assert set(Saliency.options()) == {"blur_sigma", "tv_weight", "normalization"}
+
+
+def test_build_saliency_passes_each_method_the_options_it_accepts(tiny_net):
+    from pv.explain import CAM, build_saliency
+
+    given = {"layer": "features.0", "n_steps": 3, "blur_sigma": 0.5, "normalization": "minmax", "n_samples": 9}
+    assert build_saliency("gradcam", tiny_net, **given).layer_name == "features.0"
+    ig = build_saliency("ig", tiny_net, **given)
+    assert ig.n_steps == 3 and ig.blur_sigma == 0.5 and ig.normalization == "minmax"
+
+    class ChannelMax(CAM):  # a new CAM: its `layer` comes from CAM's signature, no table to update
+        title = "channel max"
+
+        def channel_weights(self, activations, gradients):
+            return torch.ones_like(gradients.mean(dim=(2, 3), keepdim=True))
+
+    SALIENCY["channel_max"] = ChannelMax
+    try:
+        method = build_saliency("channel_max", tiny_net, **given)
+        assert method.layer_name == "features.0" and method.normalization == "minmax"
+    finally:
+        del SALIENCY["channel_max"]
+    with pytest.raises(ValueError, match="Unknown saliency method 'nope'.*gradcam"):
+        build_saliency("nope", tiny_net)
+
+
+def test_a_method_registered_at_runtime_runs_through_pv_explain(monkeypatch, resnet_classifier, checkpoints, image_folder, tmp_path):
+    """Issue 9.3: adding a method is one class and one SALIENCY entry; `pv explain` picks it up end to end."""
+    from pv.cli import main as pv_main
+    from pv.explain import LayerSaliency
+
+    class Brightness(LayerSaliency):
+        """Toy method: the image's brightness where the chosen layer is active (any layer, any target)."""
+
+        title = "Toy brightness"
+
+        def __init__(self, model, *, gain: float = 1.0, **options):
+            super().__init__(model, **options)
+            self.gain = gain
+
+        def attribute(self, images, targets):
+            self.targets(images, targets)
+            return self.gain * images.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+
+    monkeypatch.setitem(SALIENCY, "toy", Brightness)
+    out = tmp_path / "out"
+    code = pv_main([
+        "explain", "--classifier", str(checkpoints["classifier"]), "--images", str(image_folder), "--out", str(out),
+        "--methods", "toy,gradcam", "--image-size", "64", "--topk", "1", "--layer", "layer3",
+    ])  # fmt: skip
+    assert code == 0
+    assert len(list((out / "figures").rglob("*.png"))) == 3
+    saved = torch.load(next((out / "maps").rglob("*.pt")), weights_only=True)
+    assert "toy" in saved["maps"] and saved["maps"]["toy"].shape[-2:] == (64, 64)
+    assert "Toy brightness" in (out / "index.html").read_text()

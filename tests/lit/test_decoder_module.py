@@ -31,7 +31,7 @@ def test_wrong_image_size_multiple_is_explained():
 
 
 def test_training_steps_lower_loss_and_leave_encoder_untouched():
-    module = make_module(loss=lambda encoder: PerceptionLoss(encoder, (0.2, 0.4, 0.4)))
+    module = make_module(loss=PerceptionLoss((0.2, 0.4, 0.4)))
     batch = {"image": torch.rand(4, 3, 64, 64)}
     encoder_state = {k: v.clone() for k, v in module.encoder.state_dict().items()}
     optimizer = module.configure_optimizers()
@@ -43,7 +43,7 @@ def test_training_steps_lower_loss_and_leave_encoder_untouched():
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0]
+    assert losses[-1] < losses[0] - 0.1  # the SSIM term is -sum_c SSIM_c, so losses can be negative
     assert not module.encoder.training
     for key, value in module.encoder.state_dict().items():
         assert torch.equal(value, encoder_state[key]), f"encoder {key} changed"
@@ -73,3 +73,36 @@ def test_sync_batchnorm_conversion_keeps_encoder_frozen():
     assert len(synced) == 5 and all(m.training for m in synced)
     assert not any(m.training for m in module.encoder.modules())
     assert not any(p.requires_grad for p in module.encoder.parameters())
+
+
+def test_loss_gets_the_encoder_explicitly_and_it_is_registered_once():
+    module = make_module()
+    assert not any(name.startswith("loss.") for name, _ in module.named_parameters())
+    assert not hasattr(module.loss, "_encoder")
+    assert sum(1 for m in module.modules() if isinstance(m, FrozenEncoder)) == 1
+
+
+def test_validation_and_test_metrics_are_separate_objects():
+    module = make_module()
+    assert module.metrics["val"] is not module.metrics["test"]
+    assert module.metrics["val"]["ssim"] is not module.metrics["test"]["ssim"]
+
+
+def test_checkpoint_records_the_encoder_fingerprint():
+    module = make_module()
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["encoder_fingerprint"] == module.encoder.fingerprint()
+    assert checkpoint["encoder_fingerprint"]["arch"] == "resnet18" and len(checkpoint["encoder_fingerprint"]["params_sha256"]) == 64
+
+
+def test_bf16_mixed_and_channels_last_train_on_cpu(tmp_path):
+    from pv.data import QuickstartDataModule
+
+    module = make_module(channels_last="auto")
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False, precision="bf16-mixed",
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)
+    trainer.fit(module, QuickstartDataModule(image_size=64, batch_size=2, repeats=1, train_images=("astronaut", "coffee"), val_images=("rocket",)))
+    assert module.channels_last is True
+    assert module.decoder.to_rgb.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.logged_metrics["val/loss"])

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from pv.models import Classifier, Decoder, encoder_fingerprint
-from survey_testdata import CLASSES, TABLE, write_predictions
+from survey_testdata import COMPLETION_CODE, TABLE, save_checkpoints, write_predictions
 
 DATA = Path(__file__).parent / "data"
 
@@ -27,20 +25,6 @@ def tiny_images(tmp_path_factory) -> dict[str, Path]:
         paths[image_id] = folder / f"{image_id}.png"
         Image.fromarray(array).save(paths[image_id])
     return paths
-
-
-def save_checkpoints(folder: Path, seed: int = 0, input_size: int = 64) -> tuple[Path, Path]:
-    """A random ResNet-18 VOC classifier (trained at `input_size`) and a decoder for its layer4 latent, with the
-    encoder fingerprint a trained decoder records (64 px -> 2x2 -> 64 px)."""
-    torch.manual_seed(seed)
-    clf = Classifier("resnet18", num_classes=20, weights=None, class_names=CLASSES, input_size=input_size).eval()
-    dec = Decoder(512, (16, 16, 8, 8, 8)).eval()
-    classifier_path, decoder_path = folder / "classifier.ckpt", folder / "decoder.ckpt"
-    torch.save({"state_dict": {"model." + k: v for k, v in clf.state_dict().items()}, "classifier_config": clf.config}, classifier_path)
-    torch.save({"state_dict": {"decoder." + k: v for k, v in dec.state_dict().items()}, "decoder_config": dec.config,
-                "encoder_config": {"arch": "resnet18", "layer": "layer4", "weights": None, "checkpoint": str(classifier_path)},
-                "encoder_fingerprint": encoder_fingerprint(clf, arch="resnet18", layer="layer4", checkpoint=str(classifier_path))}, decoder_path)  # fmt: skip
-    return classifier_path, decoder_path
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +64,6 @@ def old_study(tmp_path) -> tuple[Path, Path]:
     shutil.copyfile(DATA / "old_responses.sqlite", db_path)
     return study, db_path
 
-
-COMPLETION_CODE = "C0DE42"
 
 
 @pytest.fixture(scope="session")

@@ -50,10 +50,11 @@ class HttpParticipant:
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
-    def request(self, path: str, fields: dict | None = None) -> Page:
+    def request(self, path: str, fields: dict | None = None, headers: dict | None = None) -> Page:
         data = None if fields is None else urllib.parse.urlencode(fields).encode()
+        request = urllib.request.Request(self.base + path, data=data, headers=headers or {})
         try:
-            with self.opener.open(self.base + path, data=data, timeout=self.timeout) as response:
+            with self.opener.open(request, timeout=self.timeout) as response:
                 return Page(response.status, response.url, response.read().decode())
         except urllib.error.HTTPError as err:
             return Page(err.code, err.url, err.read().decode())
@@ -72,9 +73,9 @@ class HttpParticipant:
 
 
 @contextmanager
-def running_server(study, db_path, threads=8):
+def running_server(study, db_path, threads=8, admin_token=None):
     """A waitress server on 127.0.0.1 (free port) in a background thread, closed afterwards."""
-    server = make_server(study, db_path, host="127.0.0.1", port=0, threads=threads)
+    server = make_server(study, db_path, host="127.0.0.1", port=0, threads=threads, admin_token=admin_token)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -1,15 +1,20 @@
 """The study web app through Flask's test client: flow, resuming, arms, forged input, privacy, headers."""
 from __future__ import annotations
 
+import base64
 import json
+import re
 import sqlite3
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 from survey_client import form_value, parse_question, snapshot
+from survey_testdata import COMPLETION_CODE
 
 from pv.survey.app import create_app
-from pv.survey.manifest import load_manifest
+from pv.survey.export import export_responses
+from pv.survey.manifest import estimate_minutes, load_manifest
 
 CLIENT_ADDR = "203.0.113.77"
 USER_AGENT = "Mozilla/5.0 (secret-agent-1234)"
@@ -64,7 +69,8 @@ def test_complete_flow_intro_progress_end_page(app, study, db_path):
         assert len(q["options"]) == 5 and q["options"][-1] == ("cant_tell", "I just can&#39;t tell")
         image = client.get(f"/image/{q['qid']}")
         assert image.status_code == 200 and image.mimetype == "image/png"
-        assert image.data == (study / manifest["questions"][q["number"] - 1]["images"][arm]).read_bytes()
+        question = next(x for x in manifest["questions"] if x["id"] == q["qid"])
+        assert image.data == (study / question["images"][arm]).read_bytes()
         response = answer(client, q, q["options"][0][0])
         assert response.status_code == 303
     assert numbers == [(1, 4), (2, 4), (3, 4), (4, 4)]
@@ -108,14 +114,17 @@ def test_arms_alternate_and_show_identical_options_in_per_participant_order(app,
     arms = [row[0] for row in rows(db_path, "SELECT arm FROM participants ORDER BY seq")]
     assert arms == ["pv", "gradcam"] * 3
     pages = [current(client) for client in clients]
-    assert len({frozenset(p["options"]) for p in pages}) == 1  # same options in both arms
-    assert len({tuple(p["options"]) for p in pages}) > 1  # in a different order per participant
-    stored = [row[0] for row in rows(db_path, "SELECT option_order FROM participants ORDER BY seq")]
+    options = {q["id"]: {o["id"] for o in q["options"]} for q in manifest["questions"]}
+    assert all({oid for oid, _ in p["options"]} == options[p["qid"]] for p in pages)  # same options in both arms
+    stored = [json.loads(row[0]) for row in rows(db_path, "SELECT option_order FROM participants ORDER BY seq")]
     for page, order in zip(pages, stored):
-        assert [oid for oid, _ in page["options"]] == json.loads(order)[page["qid"]]
+        assert [oid for oid, _ in page["options"]] == order[page["qid"]]
+    first = manifest["questions"][0]["id"]
+    assert len({tuple(order[first]) for order in stored}) > 1  # in a different order per participant
     pv, gradcam = (clients[i].get(f"/image/{pages[i]['qid']}").data for i in (0, 1))
-    assert pv == (study / manifest["questions"][0]["images"]["pv"]).read_bytes()
-    assert gradcam == (study / manifest["questions"][0]["images"]["gradcam"]).read_bytes() != pv
+    images = {q["id"]: q["images"] for q in manifest["questions"]}
+    assert pv == (study / images[pages[0]["qid"]]["pv"]).read_bytes()
+    assert gradcam == (study / images[pages[1]["qid"]]["gradcam"]).read_bytes() != pv
 
 
 def test_malformed_and_forged_requests_get_4xx_and_change_nothing(app, db_path):
@@ -193,7 +202,11 @@ def test_admin_status_requires_the_token(app, study, tmp_path):
     assert client.get("/admin/status").status_code == 401
     assert client.get("/admin/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
     ok = client.get("/admin/status", headers={"Authorization": "Bearer s3cret-admin"})
-    assert ok.status_code == 200 and ok.json["arms"] == {"pv": {"participants": 1, "completed": 0}}
+    assert ok.status_code == 200 and set(ok.json["arms"]) == {"pv", "gradcam"}
+    assert {k: ok.json["arms"]["pv"][k] for k in ("started", "completed", "in_progress", "dropped")} == {"started": 1, "completed": 0, "in_progress": 1, "dropped": 0}
+    assert client.get("/admin").status_code == 401 and "Basic" in client.get("/admin").headers["WWW-Authenticate"]
+    page = client.get("/admin", headers={"Authorization": "Basic " + base64.b64encode(b"me:s3cret-admin").decode()})
+    assert page.status_code == 200 and 'http-equiv="refresh"' in page.text and "Table 1" in page.text
     closed = create_app(study, tmp_path / "other.sqlite")
     assert closed.test_client().get("/admin/status", headers={"Authorization": "Bearer s3cret-admin"}).status_code == 404
 
@@ -222,3 +235,105 @@ def test_a_double_clicked_start_makes_one_participant(app, db_path):
     newcomer = new_client(app)
     start(newcomer)
     assert [r[0] for r in rows(db_path, "SELECT arm FROM participants ORDER BY seq")] == ["pv", "gradcam"]
+
+
+def test_question_order_is_random_per_participant_and_stored(app, study, db_path):
+    orders = []
+    for _ in range(6):
+        client = new_client(app)
+        start(client)
+        seen = []
+        while (q := current(client)) is not None:
+            seen.append(q["qid"])
+            answer(client, q, q["options"][0][0])
+        orders.append(seen)
+    stored = [json.loads(r[0]) for r in rows(db_path, "SELECT question_order FROM participants ORDER BY seq")]
+    assert stored == orders
+    assert all(sorted(o) == sorted(q["id"] for q in load_manifest(study)["questions"]) for o in orders)
+    assert len({tuple(o) for o in orders}) > 1
+    numbers = rows(db_path, "SELECT COUNT(*) FROM answers WHERE seconds IS NOT NULL")[0][0]
+    assert numbers == 6 * 4  # every answer timed from its first view
+
+
+def test_welcome_page_states_the_studys_length(app, study):
+    manifest = load_manifest(study)
+    text = new_client(app).get("/").text
+    assert f"about {estimate_minutes(len(manifest['questions']))} minutes" in text and "ten minutes" not in text
+    assert manifest["estimated_minutes"] == estimate_minutes(4) == 4  # 2 min reading + 4 x 20 s
+
+
+def test_a_study_in_progress_survives_the_upgrade(old_study, tmp_path):
+    study, db_path = old_study
+    manifest = load_manifest(study)
+    with closing(sqlite3.connect(db_path)) as conn:
+        (half,) = conn.execute("SELECT id, option_order FROM participants WHERE completed_at IS NULL").fetchall()
+    app = create_app(study, db_path)
+    client = new_client(app)
+    with client.session_transaction() as session:  # the participant's browser still holds its cookie
+        session["pid"] = half[0]
+    q = current(client)
+    assert (q["qid"], q["number"], q["count"]) == ("q2", 2, 4)  # the manifest's order, where they stopped
+    assert [oid for oid, _ in q["options"]] == json.loads(half[1])["q2"]
+    while q is not None:
+        answer(client, q, q["options"][0][0])
+        q = current(client)
+    newcomer = new_client(app)
+    start(newcomer)
+    assert [current(newcomer)["qid"] for _ in range(2)] == ["q1", "q1"]  # a format-1 study keeps its fixed order
+    report = __import__("pv.survey.analyze", fromlist=["analyze"]).analyze(db_path, study, tmp_path / "report")
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["arms"]["pv"]["completed"] == 1 and summary["arms"]["gradcam"]["completed"] == 1 and report.is_file()
+    assert export_responses(db_path, tmp_path / "responses.csv") == 4 + 4
+
+
+def prolific(client, pid: str, path: str = "/"):
+    return client.get(f"{path}?PROLIFIC_PID={pid}&STUDY_ID=study-1&SESSION_ID=session-{pid}")
+
+
+def test_platform_arrival_completion_code_and_one_attempt_per_id(platform_study, tmp_path):
+    manifest = load_manifest(platform_study)
+    db_path = tmp_path / "responses.sqlite"
+    app = create_app(platform_study, db_path)
+    client = new_client(app)
+    welcome = prolific(client, "5f0c0ffee0000000000000aa")
+    assert welcome.status_code == 200
+    client.post("/start", data={"start": form_value(welcome.text, "start")})
+    seen = []
+    while (q := current(client)) is not None:
+        seen.append(q["qid"])
+        if q["qid"] == "a1":
+            page = client.get("/question").text
+            check = manifest["attention_checks"][0]
+            label = next(o["label"] for o in check["options"] if o["id"] == check["answer"])
+            assert f"Please choose \u201c{label}\u201d." in page and "Photo</span>" not in page
+            assert client.get("/image/a1").data == (platform_study / check["image"]).read_bytes()
+        answer(client, q, q["options"][0][0])
+    assert seen[2] == "a1" and manifest["attention_checks"][0]["position"] == 3 and len(seen) == 5  # in the middle of 4 questions
+    done = client.get("/done").text
+    assert COMPLETION_CODE in done and f'url=https://app.prolific.com/submissions/complete?cc={COMPLETION_CODE}' in done
+    again = new_client(app)  # the same person in another browser
+    refused = prolific(again, "5f0c0ffee0000000000000aa")
+    assert refused.status_code == 403 and "already taken part" in refused.text
+    assert client.get("/").status_code == 303  # the first browser simply resumes (at the end page)
+    other = new_client(app)
+    assert prolific(other, "5f0c0ffee0000000000000bb").status_code == 200
+    assert prolific(new_client(app), "bad id <script>").status_code == 400
+    export_responses(db_path, tmp_path / "responses.csv")
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("responses.*") if not p.name.endswith(".keys"))
+    assert b"5f0c0ffee" not in raw and b"session-" not in raw
+    csv_text = (tmp_path / "responses.csv").read_text()
+    (digest,) = [r[0] for r in rows(db_path, "SELECT platform_hash FROM participants")]
+    assert re.fullmatch(r"[0-9a-f]{64}", digest) and digest not in csv_text
+
+
+def test_a_required_platform_id_turns_away_visitors_without_one(platform_study, tmp_path):
+    manifest = load_manifest(platform_study)
+    manifest["platform"]["required"] = True
+    folder = tmp_path / "required"
+    folder.mkdir()
+    (folder / "images").symlink_to(platform_study / "images")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    app = create_app(folder, tmp_path / "r.sqlite")
+    assert new_client(app).get("/").status_code == 403
+    assert prolific(new_client(app), "someone").status_code == 200
+    assert Path(tmp_path / "r.sqlite.keys").is_file()

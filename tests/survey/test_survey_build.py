@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from survey_testdata import TABLE, write_predictions
+from survey_testdata import TABLE, save_checkpoints, write_predictions
 
 from pv.cli import main as pv_main
 from pv.data import ImageTransform, load_image
+from pv.errors import EncoderMismatchError
 from pv.explain import class_activation_maps, heatmap_overlay, normalize_maps, perception_visualization, upsample_maps
 from pv.models import Classifier, load_decoder
+from pv.survey import texts
 from pv.survey.build import build_study
 from pv.survey.manifest import load_manifest
 from pv.survey.questions import CANT_TELL_ID
@@ -45,23 +47,34 @@ def test_manifest_questions_options_and_images(study):
         assert sizes == {"pv": (2 * SIZE + GAP, SIZE), "gradcam": (2 * SIZE + GAP, SIZE)}
     assert set(manifest["arms"]) == {"pv", "gradcam"}
     assert "Perception Visualization" in " ".join(manifest["arms"]["pv"]["introduction"])
-    assert "heatmap" in " ".join(manifest["arms"]["gradcam"]["introduction"])
+    assert "shown only where the model looked" in " ".join(manifest["arms"]["gradcam"]["introduction"])
+    assert manifest["presentation"]["gradcam"] == "masked" and manifest["question_order"] == "random"
     preview = (study / "preview.html").read_text()
     assert all(q["id"] in preview for q in questions)
 
 
-def test_arm_images_show_the_input_beside_pv_and_gradcam_of_the_top_class(study, checkpoints):
+def expected_explanations(q, classifier, decoder, size=SIZE):
+    """The top class's Grad-CAM (closed form at layer4, upsampled, divided by its max) masking the reconstruction (PV),
+    the photo (masked Grad-CAM) or coloured over the photo (overlay)."""
+    image = ImageTransform(size)(load_image(q["image_path"]))[None]  # (1, 3, S, S), the whole photo resized
+    top = classifier.class_names.index(q["top_class"])
+    with torch.no_grad():
+        features = classifier.forward_features(image)
+        cam = class_activation_maps(features, classifier.head.weight)[:, top:top + 1]
+        saliency = normalize_maps(upsample_maps(cam, (size, size)), "max")  # the authors' normalisation
+        return image, {
+            "pv": perception_visualization(decoder(features), saliency)[0],
+            "gradcam": perception_visualization(image, saliency)[0],  # (1 - m) + m x: the same masking as PV
+            "overlay": heatmap_overlay(image, saliency)[0],
+        }
+
+
+def test_both_arms_mask_on_white_the_reconstruction_or_the_photo(study, checkpoints):
     manifest = load_manifest(study)
     classifier = Classifier.from_checkpoint(checkpoints[0]).eval()
     decoder, _ = load_decoder(checkpoints[1])
     for q in manifest["questions"]:
-        image = ImageTransform(SIZE)(load_image(q["image_path"]))[None]  # (1, 3, 64, 64)
-        top = classifier.class_names.index(q["top_class"])
-        with torch.no_grad():
-            features = classifier.forward_features(image)
-            cam = class_activation_maps(features, classifier.head.weight)[:, top:top + 1]
-            saliency = normalize_maps(upsample_maps(cam, (SIZE, SIZE)))  # as `pv explain`: upsample, then min-max
-            expected = {"pv": perception_visualization(decoder(features), saliency)[0], "gradcam": heatmap_overlay(image, saliency)[0]}
+        image, expected = expected_explanations(q, classifier, decoder)
         for arm in ("pv", "gradcam"):
             figure = read_png(study / q["images"][arm])
             assert torch.allclose(figure[:, :, :SIZE], image[0], atol=1 / 255 + 1e-6), f"{q['id']} {arm}: left panel is not the input"
@@ -69,6 +82,57 @@ def test_arm_images_show_the_input_beside_pv_and_gradcam_of_the_top_class(study,
             assert torch.allclose(figure[:, :, SIZE + GAP:], expected[arm], atol=1 / 255 + 1e-6), f"{q['id']} {arm}: wrong explanation"
         pv, gradcam = (read_png(study / q["images"][arm])[:, :, SIZE + GAP:] for arm in ("pv", "gradcam"))
         assert (pv - gradcam).abs().mean() > 0.05
+
+
+def test_overlay_presentation_is_an_option_recorded_in_the_manifest(tmp_path, analysis_dir, checkpoints):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        build_study(analysis_dir, *checkpoints, tmp_path / "s", n_correct=1, n_incorrect=1, panel_size=SIZE, progress=False,
+                    gradcam_presentation="overlay")  # fmt: skip
+    manifest = load_manifest(tmp_path / "s")
+    assert manifest["presentation"]["gradcam"] == "overlay"
+    assert "heatmap" in " ".join(manifest["arms"]["gradcam"]["introduction"])
+    classifier = Classifier.from_checkpoint(checkpoints[0]).eval()
+    decoder, _ = load_decoder(checkpoints[1])
+    for q in manifest["questions"]:
+        _, expected = expected_explanations(q, classifier, decoder)
+        figure = read_png(tmp_path / "s" / q["images"]["gradcam"])
+        assert torch.allclose(figure[:, :, SIZE + GAP:], expected["overlay"], atol=1 / 255 + 1e-6)
+
+
+def test_wording_is_neutral_about_the_models_mistakes(study):
+    manifest = load_manifest(study)
+    words = " ".join([*(p for arm in manifest["arms"].values() for p in arm["introduction"]), manifest["question_text"]]).lower()
+    words += " ".join(texts.GRADCAM_EXPLANATIONS.values()).lower()
+    for priming in ("wrong", "mistake", "error", "not in the photo", "something else", "sometimes it is right", "incorrect"):
+        assert priming not in words, priming
+    page = (Path(texts.__file__).parent / "templates" / "question.html").read_text().lower()
+    assert "even if the photo shows something else" not in page
+
+
+def test_a_decoder_of_another_classifier_is_refused_unless_allowed(tmp_path, analysis_dir, checkpoints, capsys):
+    other_classifier, _ = save_checkpoints(tmp_path, seed=1)  # same arch, other parameters
+    args = ["survey", "build", "--analysis", str(analysis_dir), "--classifier", str(other_classifier), "--decoder", str(checkpoints[1]),
+            "--out", str(tmp_path / "s"), "--correct", "1", "--incorrect", "1", "--panel-size", "32"]  # fmt: skip
+    assert pv_main(args) == 2
+    err = capsys.readouterr().err
+    assert str(checkpoints[1]) in err and str(other_classifier) in err and "--allow-encoder-mismatch" in err
+    with pytest.raises(EncoderMismatchError):
+        build_study(analysis_dir, other_classifier, checkpoints[1], tmp_path / "s", n_correct=1, n_incorrect=1, panel_size=32, progress=False)
+    with pytest.warns(UserWarning, match="allowed by --allow-encoder-mismatch"):
+        assert pv_main([*args, "--allow-encoder-mismatch"]) == 0
+    assert (tmp_path / "s" / "manifest.json").is_file()
+
+
+def test_the_classifier_sees_its_own_input_size_and_panels_have_their_own(tmp_path, analysis_dir, checkpoints):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        build_study(analysis_dir, *checkpoints, tmp_path / "s", n_correct=1, n_incorrect=1, panel_size=48, progress=False)
+    manifest = load_manifest(tmp_path / "s")
+    assert manifest["presentation"]["input_size"] == 64  # from the classifier checkpoint, not 224
+    assert manifest["presentation"]["panel_size"] == 48
+    assert Image.open(tmp_path / "s" / manifest["questions"][0]["images"]["pv"]).size == (2 * 48 + 2, 48)
+    assert manifest["source"]["activation"] == "sigmoid"
 
 
 def test_build_is_seeded_and_refuses_to_overwrite(tmp_path, study, analysis_dir, checkpoints):
@@ -94,8 +158,10 @@ def test_build_errors_name_the_file(tmp_path, checkpoints, tiny_images):
     write_predictions(tmp_path / "predictions.csv", TABLE, missing)
     with pytest.raises(FileNotFoundError, match="gone.png"):
         build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=3, n_incorrect=3, panel_size=SIZE, progress=False)
-    with pytest.raises(ValueError, match="only 3 correctly classified"):
+    too_few = "has 3 correctly and 3 wrongly classified images, but 4 correct and 1 incorrect questions were requested"
+    with pytest.raises(ValueError, match=too_few) as error:
         build_study(tmp_path, *checkpoints, tmp_path / "s", n_correct=4, n_incorrect=1, panel_size=SIZE, progress=False)
+    assert all(advice in str(error.value) for advice in ("--correct/--incorrect", "larger split", "--threshold"))
     with pytest.raises(ValueError, match="not a pv decoder checkpoint"):
         build_study(tmp_path, checkpoints[0], checkpoints[0], tmp_path / "s", n_correct=1, n_incorrect=1, progress=False)
 
@@ -115,11 +181,12 @@ def test_cli_builds_a_study_from_real_photos(tmp_path, voc_root, checkpoints, ca
     manifest = load_manifest(tmp_path / "study")
     assert sorted(q["image_id"] for q in manifest["questions"]) == sorted(r[0] for r in rows)
     assert Image.open(tmp_path / "study" / manifest["questions"][0]["images"]["pv"]).size == (2 * 96 + 3, 96)
+    assert "pv survey check" in capsys.readouterr().out
     assert pv_main(["survey", "build", "--analysis", str(tmp_path / "none"), "--classifier", "c", "--decoder", "d", "--out", "o"]) == 2
     assert "Predictions table not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["build"], ["serve"], ["export"], ["analyze"]])
+@pytest.mark.parametrize("command", [[], ["build"], ["check"], ["serve"], ["export"], ["analyze"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pv_main(["survey", *command, "--help"])

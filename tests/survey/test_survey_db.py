@@ -8,12 +8,19 @@ from contextlib import closing
 
 import pytest
 
+import json
+import os
+import stat
+
 from pv.survey import db
-from pv.survey.manifest import load_manifest
+from pv.survey.keys import keys_path
+from pv.survey.manifest import fingerprint, load_manifest
 
 
 def orders(manifest):
-    return lambda seq: {q["id"]: [o["id"] for o in q["options"]] for q in manifest["questions"]}
+    """A layout: the manifest's question order and option order for every arrival."""
+    ids = [q["id"] for q in manifest["questions"]]
+    return lambda seq: (ids, {q["id"]: [o["id"] for o in q["options"]] for q in manifest["questions"]})
 
 
 def arrive_together(path, manifest, count: int, start_key: str | None = None) -> list[db.Participant]:
@@ -40,8 +47,8 @@ def arrive_together(path, manifest, count: int, start_key: str | None = None) ->
 
 def test_schema_wal_and_study_binding(tmp_path, study):
     manifest = load_manifest(study)
-    key = db.init_db(tmp_path / "r.sqlite", manifest)
-    assert db.init_db(tmp_path / "r.sqlite", manifest) == key  # restart: same cookie key, nothing reset
+    keys = db.init_db(tmp_path / "r.sqlite", manifest)
+    assert db.init_db(tmp_path / "r.sqlite", manifest) == keys  # restart: same keys, nothing reset
     with closing(db.connect(tmp_path / "r.sqlite")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -114,3 +121,64 @@ def test_a_database_from_before_start_tokens_is_upgraded_in_place(tmp_path, stud
         assert db.get_participant(conn, "a").arm == "pv"
         assert db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="k").seq == 1
         assert db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="k").seq == 1
+
+
+def test_database_and_keys_are_private_and_the_keys_stay_out_of_the_database(tmp_path, study):
+    os.umask(0o022)  # a usual umask: files would be world-readable
+    manifest = load_manifest(study)
+    path = tmp_path / "r.sqlite"
+    keys = db.init_db(path, manifest)
+    with closing(db.connect(path)) as conn:
+        db.create_participant(conn, manifest["arm_order"], orders(manifest))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys_path(path).stat().st_mode) == 0o600
+    assert json.loads(keys_path(path).read_text()) == keys and set(keys) == {"cookie", "platform"}
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("r.sqlite*") if p != keys_path(path))
+    assert all(key.encode() not in raw for key in keys.values())
+    with closing(db.connect(path)) as conn:
+        assert "secret_key" not in db.read_meta(conn)
+
+
+def test_a_platform_id_hash_starts_once_and_is_never_the_id(tmp_path, study):
+    manifest = load_manifest(study)
+    path = tmp_path / "r.sqlite"
+    db.init_db(path, manifest)
+    with closing(db.connect(path)) as conn:
+        first = db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="a", platform_hash="h1")
+        with pytest.raises(db.AlreadyParticipated):
+            db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="b", platform_hash="h1")
+        assert db.create_participant(conn, manifest["arm_order"], orders(manifest), start_key="a", platform_hash="h1").id == first.id  # resent Start
+        assert db.find_by_platform_hash(conn, "h1").id == first.id
+        assert [bool(r["via_platform"]) for r in db.read_participants(conn)] == [True]
+
+
+def test_time_on_each_question_runs_from_its_first_view(tmp_path, study):
+    manifest = load_manifest(study)
+    ids = [q["id"] for q in manifest["questions"]]
+    path = tmp_path / "r.sqlite"
+    db.init_db(path, manifest)
+    with closing(db.connect(path)) as conn:
+        p = db.create_participant(conn, manifest["arm_order"], orders(manifest))
+        db.mark_shown(conn, p.id, ids[0])
+        conn.execute("UPDATE views SET shown_at = '2000-01-01T00:00:00.000+00:00'")
+        db.mark_shown(conn, p.id, ids[0])  # a reload keeps the first time
+        db.record_answer(conn, p.id, ids, ids[0], "o1", 0)
+        db.record_answer(conn, p.id, ids, ids[1], "o1", 0)  # never shown (a client posting directly): no time
+        seconds = {r["question_id"]: r["seconds"] for r in db.read_answers(conn)}
+    assert seconds[ids[0]] > 20 * 365 * 24 * 3600 and seconds[ids[1]] is None
+
+
+def test_a_database_of_the_previous_version_keeps_its_participants_and_cookie_key(old_study, tmp_path):
+    study, path = old_study
+    manifest = load_manifest(study)
+    with closing(db.connect(path)) as conn:
+        old_key = db.read_meta(conn)["secret_key"]
+        before = [dict(r) for r in conn.execute("SELECT id, seq, arm, option_order, started_at, completed_at FROM participants")]
+    assert manifest["format"] == "pv-survey/1" and db.read_meta(db.connect(path))["study"] == fingerprint(manifest)  # fingerprint unchanged
+    keys = db.init_db(path, manifest)
+    assert keys["cookie"] == old_key  # cookies of participants in progress stay valid
+    with closing(db.connect(path)) as conn:
+        assert "secret_key" not in db.read_meta(conn)
+        after = [dict(r) for r in conn.execute("SELECT id, seq, arm, option_order, started_at, completed_at FROM participants")]
+        assert after == before and all(db.get_participant(conn, r["id"]).question_order is None for r in after)
+    assert old_key.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("old_responses.sqlite*") if not p.name.endswith(".keys"))

@@ -1,11 +1,14 @@
 """The real server (waitress) on 127.0.0.1: 200 concurrent participants, and a crash + restart."""
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,10 +25,10 @@ from pv.survey import db
 REPO = Path(__file__).resolve().parents[2]
 
 
-def take_survey(base: str, seed: int, stop_after: int | None = None) -> tuple[HttpParticipant, list[str]]:
+def take_survey(base: str, seed: int, stop_after: int | None = None, timeout: float = 60) -> tuple[HttpParticipant, list[str]]:
     """One participant answering with seeded random choices (all questions, or `stop_after`); returns it and its choices."""
     rng = random.Random(seed)
-    person = HttpParticipant(base)
+    person = HttpParticipant(base, timeout=timeout)
     assert person.start().status == 200
     page = person.question()
     chosen = []
@@ -39,18 +42,19 @@ def take_survey(base: str, seed: int, stop_after: int | None = None) -> tuple[Ht
 
 
 def answers_by_participant(db_path) -> tuple[Counter, Counter]:
+    """(Counter of each participant's answers in the order they were served, Counter of arms)."""
     with closing(db.connect(db_path)) as conn:
-        answers = db.read_answers(conn)
-        order = [r["question_id"] for r in answers]
         per: dict[str, dict[str, str]] = {}
-        for r in answers:
+        for r in db.read_answers(conn):
             per.setdefault(r["participant_id"], {})[r["question_id"]] = r["option_id"]
-        arms = Counter(r["arm"] for r in db.read_participants(conn))
-    questions = sorted(set(order))
-    return Counter(tuple(p[q] for q in questions if q in p) for p in per.values()), arms
+        participants = db.read_participants(conn)
+    orders = {p["id"]: json.loads(p["question_order"]) for p in participants}
+    stored = Counter(tuple(answers[q] for q in orders[pid] if q in answers) for pid, answers in per.items())
+    return stored, Counter(p["arm"] for p in participants)
 
 
-def test_200_concurrent_participants_lose_no_answer(study, tmp_path):
+def test_200_concurrent_participants_lose_no_answer(study, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="waitress")
     db_path = tmp_path / "responses.sqlite"
     with running_server(study, db_path, threads=8) as base:
         with ThreadPoolExecutor(max_workers=50) as pool:
@@ -62,6 +66,49 @@ def test_200_concurrent_participants_lose_no_answer(study, tmp_path):
     assert arms == {"pv": 100, "gradcam": 100}
     with closing(db.connect(db_path)) as conn:
         assert db.arm_counts(conn) == {"pv": {"participants": 100, "completed": 100}, "gradcam": {"participants": 100, "completed": 100}}
+    noise = [r.getMessage() for r in caplog.records if "queue depth" in r.getMessage() or "connection limit" in r.getMessage()]
+    assert not noise, noise[:3]  # the log keeps real events only
+
+
+def test_100_idle_connections_do_not_lock_participants_out(study, tmp_path):
+    db_path = tmp_path / "responses.sqlite"
+    with running_server(study, db_path) as base:
+        port = int(base.rsplit(":", 1)[1])
+        idle = []
+        try:
+            for k in range(100):  # a slow or hostile client: half open nothing, half send half a request
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                if k % 2:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                idle.append(sock)
+            _, chosen = take_survey(base, seed=5, timeout=15)  # waitress's defaults: blocked for about 120 s
+        finally:
+            for sock in idle:
+                sock.close()
+    assert len(chosen) == 4
+
+
+def test_admin_view_counts_while_50_participants_answer(study, tmp_path):
+    db_path = tmp_path / "responses.sqlite"
+    token = "live-view-token"
+    with running_server(study, db_path, admin_token=token) as base:
+        researcher = HttpParticipant(base)
+        headers = {"Authorization": f"Bearer {token}"}
+        seen = []
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            futures = [pool.submit(take_survey, base, seed) for seed in range(50)]
+            while not all(f.done() for f in futures):
+                page = researcher.request("/admin/status", headers=headers)
+                assert page.status == 200
+                seen.append(json.loads(page.text)["arms"])
+            assert all(len(f.result()[1]) == 4 for f in futures)
+        final = json.loads(researcher.request("/admin/status", headers=headers).text)
+        html = researcher.request("/admin", headers=headers).text
+    completed = [sum(arm["completed"] for arm in arms.values()) for arms in seen]
+    assert completed == sorted(completed) and len(seen) >= 2  # polled while they answered, counts only grow
+    assert {a: (v["started"], v["completed"], v["dropped"]) for a, v in final["arms"].items()} == {"pv": (25, 25, 0), "gradcam": (25, 25, 0)}
+    assert sum(item["answers"] for item in final["answers"]) == 50 * 4
+    assert '<td class="completed">25</td>' in html
 
 
 def start_process(study, db_path) -> tuple[subprocess.Popen, str]:
