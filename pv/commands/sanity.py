@@ -12,7 +12,7 @@ def parser() -> CommandParser:
                       "measure by SSIM how much PV and Grad-CAM of the original top class change; writes sanity.json and sanity.png.")  # fmt: skip
     p.add_argument("--classifier", required=True, help="classifier checkpoint (pv.ClassifierModule)")
     p.add_argument("--decoder", required=True, help="PV decoder checkpoint trained on that classifier's latent")
-    p.add_argument("--images", required=True, help="folder of images (the first --limit files, sorted, are used)")
+    p.add_argument("--images", required=True, help="folder of images, or a .txt file with one image path per line (the first --limit are used)")
     p.add_argument("--limit", type=positive_int, default=32, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations")
     p.add_argument("--out", required=True, help="output folder")
@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     classifier = Classifier.from_checkpoint(args.classifier).eval()
     decoder, encoder_config = load_decoder(args.decoder)
-    paths = sorted(list_images(args.images))[: args.limit]
+    listing = Path(args.images)
+    if listing.suffix == ".txt" and listing.is_file():
+        paths = [Path(line.strip()) for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()][: args.limit]
+    else:
+        paths = sorted(list_images(args.images))[: args.limit]
     transform = ImageTransform(classifier.input_size)
     images = torch.stack([transform(load_image(p), str(p)) for p in paths])  # (B, 3, S, S)
     result = cascading_randomization(classifier, decoder.eval(), encoder_config, images, seed=args.seed)

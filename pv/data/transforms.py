@@ -39,4 +39,4 @@ class ImageTransform:
     def __call__(self, image: Image.Image, name: str = "image") -> torch.Tensor:
         if min(image.size) < self.image_size:
             warnings.warn(f"{name} is {image.size[0]}x{image.size[1]}, smaller than {self.image_size} px: upscaled", stacklevel=2)
-        return self.pipeline(to_tensor(image))  # (3, image_size, image_size) in [0, 1]
+        return self.pipeline(to_tensor(image)).clamp_(0, 1)  # (3, image_size, image_size) in [0, 1] (resizing can overshoot by 1e-7)

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("pv.survey.serve", "run the study web app (waitress)"),
     "export": ("pv.survey.export", "responses -> CSV, the file to share (no platform IDs)"),
     "analyze": ("pv.survey.analyze", "Table 1, Mann-Whitney tests, exclusions and Figure 6 as a Markdown report"),
+    "simulate": ("pv.survey.simulate", "machine observers answer the study in four arms (pv, gradcam, input, reconstruction)"),
 }
 
 

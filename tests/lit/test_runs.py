@@ -42,9 +42,17 @@ def test_wandb_offline_run_holds_metrics_and_images(tmp_path):
         assert key in records, key
     images = list((runs[0] / "files" / "media" / "images").rglob("*.png"))
     assert images, "no reconstruction grid logged to W&B"
+    from PIL import Image
+    import numpy as np
+
+    pixels = np.asarray(Image.open(images[0]).convert("RGB"))
+    assert pixels.min() < pixels.max() and pixels.mean() > 20, "the logged grid is blank"
+    run_id = runs[0].name.rsplit("-", 1)[-1]
+    assert f"id: {run_id}" in (tmp_path / "config.yaml").read_text()  # resuming with this config continues the W&B run
     assert (tmp_path / "reconstructions" / "epoch_0001.png").is_file() or list(tmp_path.rglob("epoch_0001.png"))
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     extra = write_config(tmp_path / "ddp.yaml", {
@@ -66,6 +74,7 @@ def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(tmp_path):
     assert "train/loss_step" in metrics and "val/loss" in metrics
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_from_last_checkpoint(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     extra = write_config(tmp_path / "resume.yaml", {
@@ -93,3 +102,19 @@ def test_sigkill_then_resume_from_last_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restoring states from the checkpoint" in result.stdout + result.stderr
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == killed_at + 2
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Stop after 1 of 3 epochs, resume with the run's own config.yaml: same final weights on CPU."""
+    from pv.cli import main
+
+    common = ["--config", DEBUG, "--data.init_args.repeats=2", "--data.init_args.batch_size=3", "--trainer.limit_val_batches=0",
+              "--trainer.enable_checkpointing=true"]  # fmt: skip
+    assert main(["fit", *common, f"--trainer.default_root_dir={tmp_path / 'a'}", "--trainer.max_epochs=3"]) == 0
+    assert main(["fit", *common, f"--trainer.default_root_dir={tmp_path / 'b'}", "--trainer.max_epochs=1"]) == 0
+    assert main(["fit", "--config", str(tmp_path / "b" / "config.yaml"), "--ckpt_path", "last", "--trainer.max_epochs=3"]) == 0
+    final = [torch.load(next((tmp_path / run).rglob("*.ckpt")), weights_only=False) for run in ("a", "b")]
+    assert final[0]["epoch"] == final[1]["epoch"] == 2 and final[0]["global_step"] == final[1]["global_step"]
+    for key, value in final[0]["state_dict"].items():
+        assert torch.equal(value, final[1]["state_dict"][key]), key

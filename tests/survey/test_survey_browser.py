@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from survey_client import running_server
+from survey_testdata import COMPLETION_CODE
 
 from pv.survey.manifest import load_manifest
 
@@ -18,6 +19,12 @@ pytestmark = [
 ]
 
 
+def launch(playwright):
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    )
+
+
 def test_participant_completes_the_survey_by_clicking(study, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     manifest = load_manifest(study)
@@ -26,9 +33,7 @@ def test_participant_completes_the_survey_by_clicking(study, tmp_path):
     clicked: dict[str, str] = {}
     problems: list[str] = []
     with running_server(study, db_path) as base, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})  # a laptop screen
             page.set_default_timeout(20_000)
@@ -65,3 +70,49 @@ def test_participant_completes_the_survey_by_clicking(study, tmp_path):
         completed = conn.execute("SELECT completed_at FROM participants").fetchall()
     assert stored == clicked and len(stored) == len(manifest["questions"])
     assert len(completed) == 1 and completed[0][0] is not None
+
+
+def test_a_prolific_participant_reaches_the_completion_redirect_once(platform_study, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    manifest = load_manifest(platform_study)
+    check = manifest["attention_checks"][0]
+    instructed = next(o["label"] for o in check["options"] if o["id"] == check["answer"])
+    completion = manifest["platform"]["completion_url"]
+    assert completion == f"https://app.prolific.com/submissions/complete?cc={COMPLETION_CODE}"
+    db_path = tmp_path / "responses.sqlite"
+    pid = "60aa0c0ffee0000000000042"
+    link = f"/?PROLIFIC_PID={pid}&STUDY_ID=6500000000000000000000ab&SESSION_ID=sess0000000000000001"
+    reached: list[str] = []
+    with running_server(platform_study, db_path) as base, sync_api.sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            context = browser.new_context()
+            context.route("https://app.prolific.com/**", lambda route: (reached.append(route.request.url),
+                          route.fulfill(status=200, content_type="text/html", body="<h1 id='prolific'>Prolific: submission complete</h1>")))  # fmt: skip
+            page = context.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(base + link)
+            page.click("#start")
+            page.click("#begin")
+            for _ in range(len(manifest["questions"]) + 1):
+                if page.locator("input[name=question]").get_attribute("value") == check["id"]:
+                    page.locator("label.option", has_text=instructed).click()
+                else:
+                    page.locator("label.option").first.click()
+                page.click("#next")
+            page.wait_for_selector("#completion-code")
+            assert page.locator("#completion-code").inner_text() == COMPLETION_CODE
+            page.wait_for_url(completion)  # the end page returns the participant to Prolific
+            assert page.locator("#prolific").inner_text() == "Prolific: submission complete"
+            again = browser.new_context().new_page()  # the same Prolific ID in another browser
+            again.goto(base + link)
+            assert again.locator("#refused").inner_text() == "You have already taken part"
+        finally:
+            browser.close()
+    assert reached == [completion]
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT COUNT(*), COUNT(completed_at), COUNT(platform_hash) FROM participants").fetchone() == (1, 1, 1)
+        answers = dict(conn.execute("SELECT question_id, option_id FROM answers").fetchall())
+    assert answers[check["id"]] == check["answer"]
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("responses.sqlite*") if not p.name.endswith(".keys"))
+    assert pid.encode() not in raw

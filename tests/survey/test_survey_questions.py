@@ -96,8 +96,10 @@ def test_default_selection_is_16_correct_and_14_incorrect_and_seeded():
 def test_selection_counts_are_configurable_and_checked():
     chosen = select_questions(many_rows(), n_correct=3, n_incorrect=5, seed=0)
     assert Counter(r.bucket for r in chosen) == {"correct": 3, "incorrect": 5}
-    with pytest.raises(ValueError, match="only 30 incorrectly classified"):
+    with pytest.raises(ValueError, match="has 40 correctly and 30 wrongly classified images, but 1 correct and 31 incorrect"):
         select_questions(many_rows(), n_correct=1, n_incorrect=31)
+    with pytest.warns(UserWarning, match="no incorrectly classified questions"):
+        assert len(select_questions(many_rows(), n_correct=2, n_incorrect=0)) == 2
 
 
 def test_display_order_shuffles_classes_and_keeps_cant_tell_last():

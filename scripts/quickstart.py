@@ -1,0 +1,223 @@
+"""The quickstart of issue 14: every step as the public `pv` command a user would type, then a report.
+
+    python scripts/quickstart.py [--seed 0] [--out runs/quickstart] [--small]
+
+Steps (each printed before it runs): pv world, pv fit (classifier M), pv fit (decoder), pv analyze (val:
+M's mAP on the unbiased split; test: the planted causes), pv survey build, pv survey simulate, pv survey
+analyze, pv sanity-check. Then decoder metrics on held-out images (SSIM, PSNR per background kind;
+agreement of M's top class on reconstruction vs input, per planted cause) and OUT/report.html,
+OUT/summary.json. Torch runs single-threaded (OMP_NUM_THREADS=1): on 2 busy cores two threads were
+8x slower than one.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PV = [sys.executable, "-m", "pv.cli"]
+TINY_WORLD = ["--train", "300", "--val", "100", "--test-unbiased", "100", "--test-per-cause", "40", "--observer-train", "300", "--observer-val", "60"]
+SMALL_WORLD = ["--train", "3000", "--val", "600", "--test-unbiased", "300", "--test-per-cause", "150", "--observer-train", "2000", "--observer-val", "300"]
+
+
+def step(title: str, args: list[str], log: list[dict]) -> None:
+    """Run one public command, printing it, timing it and stopping on failure."""
+    line = "pv " + " ".join(shlex.quote(a) for a in args)
+    print(f"\n=== {title}\n$ {line}", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WANDB_MODE": "offline"}
+    result = subprocess.run([*PV, *args], cwd=ROOT, env=env)
+    seconds = time.perf_counter() - start
+    log.append({"step": title, "command": line, "seconds": round(seconds, 1), "exit": result.returncode})
+    print(f"--- {title}: {seconds:.0f} s", flush=True)
+    if result.returncode != 0:
+        raise SystemExit(f"quickstart: step '{title}' failed (exit {result.returncode}): {line}")
+
+
+def decoder_metrics(classifier_path: Path, decoder_path: Path, world: Path, split: str = "test", batch: int = 128) -> dict:
+    """SSIM / PSNR of reconstructions of `split` (overall and per background kind) and top-class agreement (per cause)."""
+    import torch
+    from pytorch_msssim import ssim
+
+    from pv.data import ImageTransform, voc_dataset
+    from pv.data.world import CLASS_NAMES, read_truth
+    from pv.explain import PerceptionVisualizer
+    from pv.models import Classifier, load_decoder
+
+    truth = read_truth(world)
+    classifier = Classifier.from_checkpoint(classifier_path).eval()
+    decoder, encoder_config = load_decoder(decoder_path)
+    visualizer = PerceptionVisualizer(classifier, decoder.eval(), encoder_config)
+    data = voc_dataset(world, ImageTransform(classifier.input_size), year="2007", image_set=split, classes=CLASS_NAMES)
+    per: dict = defaultdict(list)
+    with torch.no_grad():
+        for start in range(0, len(data), batch):
+            items = [data[i] for i in range(start, min(start + batch, len(data)))]
+            images = torch.stack([item["image"] for item in items])
+            reconstruction = visualizer.reconstruct(images)
+            s = ssim(reconstruction, images, data_range=1.0, size_average=False)  # (B,)
+            mse = ((reconstruction - images) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
+            psnr = 10 * torch.log10(1 / mse)
+            agree = classifier(reconstruction).argmax(1) == classifier(images).argmax(1)
+            for item, a, b, c in zip(items, s.tolist(), psnr.tolist(), agree.tolist()):
+                row = truth[Path(item["path"]).stem]
+                for key in ("all", f"background/{row['background']}", f"cause/{row['cause']}"):
+                    per[key].append((a, b, c))
+    mean = lambda values, k: sum(v[k] for v in values) / len(values)  # noqa: E731
+    return {key: {"ssim": mean(v, 0), "psnr": mean(v, 1), "agreement": mean(v, 2), "images": len(v)} for key, v in sorted(per.items())}
+
+
+def cause_errors(predictions: Path, world: Path) -> dict:
+    """Per planted cause: images, share whose top class is not a true label, share in the `incorrect` bucket,
+    and share whose top class is the class the cause implicates."""
+    from pv.data.world import read_truth
+
+    truth = read_truth(world)
+    groups: dict = defaultdict(list)
+    with predictions.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            t = truth[row["id"]]
+            groups[t["cause"]].append((row["top_class"] not in t["labels"], row["bucket"] == "incorrect", row["top_class"] == t["implicated"]))
+    return {cause: {"images": len(v), "top_wrong": sum(a for a, _, _ in v) / len(v), "bucket_incorrect": sum(b for _, b, _ in v) / len(v),
+                    "top_is_implicated": sum(c for _, _, c in v) / len(v)} for cause, v in sorted(groups.items())}  # fmt: skip
+
+
+def panel_uri(path: Path) -> str:
+    """The right-hand panel of a study image as an inline PNG."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    panel = image.crop((image.width - image.height, 0, image.width, image.height))
+    buffer = io.BytesIO()
+    panel.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_report(out: Path, summary: dict, steps: list[dict], causes: dict, decoder: dict, world: Path) -> Path:
+    from pv.atomic import write_text
+    from pv.data.world import read_truth
+
+    e = html.escape
+    truth = read_truth(world)
+    manifest = json.loads((out / "simulation" / "manifest.json").read_text())
+    table = json.loads((out / "simulation" / "report" / "summary.json").read_text())
+    parts = ["<!doctype html><meta charset='utf-8'><title>pv quickstart: a world where the truth is known</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:.3em .6em}img.p{width:128px;image-rendering:pixelated}figure{display:inline-block;margin:.3em}</style>",
+             f"<h1>pv quickstart, world seed {summary['world']['seed']}</h1>",
+             "<p>Every number below comes from the commands listed at the end. The classifier M was trained on a biased split "
+             "(planted shortcut); see pv/data/world.py for the design of the planted causes.</p>",
+             f"<h2>Classifier M</h2><p>mAP on the unbiased split: <b>{summary['classifier']['map']:.3f}</b></p>",
+             "<table><tr><th>planted cause</th><th>images</th><th>top class not a true label</th><th>bucket incorrect</th><th>top class = implicated class</th></tr>"]  # fmt: skip
+    for cause, c in causes.items():
+        parts.append(f"<tr><td>{e(cause)}</td><td>{c['images']}</td><td>{100 * c['top_wrong']:.1f}%</td><td>{100 * c['bucket_incorrect']:.1f}%</td>"
+                     f"<td>{100 * c['top_is_implicated']:.1f}%</td></tr>")  # fmt: skip
+    parts.append("</table><h2>Decoder</h2><table><tr><th>images</th><th>n</th><th>SSIM</th><th>PSNR (dB)</th><th>top-class agreement</th></tr>")
+    for key, d in decoder.items():
+        parts.append(f"<tr><td>{e(key)}</td><td>{d['images']}</td><td>{d['ssim']:.3f}</td><td>{d['psnr']:.2f}</td><td>{100 * d['agreement']:.1f}%</td></tr>")
+    parts.append("</table><h2>M's wrong predictions: input | Grad-CAM | reconstruction | PV</h2>")
+    for q in [q for q in manifest["questions"] if q["subset"] == "incorrect"]:
+        t = truth.get(q["image_id"], {})
+        figures = "".join(f"<figure><img class='p' src='{panel_uri(out / 'simulation' / q['images'][arm])}' alt='{arm}'><figcaption>{label}</figcaption></figure>"
+                          for arm, label in (("input", "input"), ("gradcam", "Grad-CAM"), ("reconstruction", "reconstruction"), ("pv", "PV")))  # fmt: skip
+        parts.append(f"<div><p><b>{e(q['image_id'])}</b>: labels {e(', '.join(q['labels']))}; M says <b>{e(q['top_class'])}</b>; "
+                     f"planted cause: <b>{e(t.get('cause', '?'))}</b> (implicates {e(t.get('implicated') or '-')}), background {e(t.get('background', '?'))}</p>{figures}</div>")  # fmt: skip
+    parts.append("<h2>Simulated user study (Table 1)</h2><table><tr><th>arm</th><th>correctly classified</th><th>wrongly classified</th><th>can't tell</th><th>filler picks</th></tr>")
+    for arm in manifest["arm_order"]:
+        acc = table["arms"][arm]["accuracy"] if "accuracy" in table["arms"][arm] else {}
+        cells = [f"{100 * acc[s]['mean']:.1f}% +- {100 * (acc[s]['se'] or 0):.1f}" if s in acc and acc[s]["mean"] is not None else "n/a" for s in ("correct", "incorrect")]
+        parts.append(f"<tr><td>{e(manifest['arms'][arm]['title'])}</td><td>{cells[0]}</td><td>{cells[1]}</td>"
+                     f"<td>{100 * summary['observer']['cant_tell'].get(arm, float('nan')):.1f}%</td><td>{100 * summary['observer']['filler_pick'].get(arm, float('nan')):.1f}%</td></tr>")  # fmt: skip
+    parts.append("</table><p>Mann-Whitney U, Grad-CAM first (the paper's hypotheses: less on wrongly, greater on correctly classified images):</p><ul>")
+    for subset, test in table["tests"].items():
+        parts.append(f"<li>{e(subset)}: " + ("n/a" if test is None else f"U = {test['u']:.1f}, Z = {test['z']:.3f}, p = {test['p']:.4g} (n = {test['n1']}, {test['n2']})") + "</li>")
+    parts.append("</ul><img src='simulation/report/hist_incorrect.png' alt='histogram, wrongly classified'> "
+                 "<img src='simulation/report/hist_correct.png' alt='histogram, correctly classified'>")
+    parts.append("<h2>Sanity check (cascading randomisation)</h2><img src='sanity/sanity.png' alt='sanity check curves'>")
+    parts.append("<h2>Commands</h2><table><tr><th>step</th><th>command</th><th>seconds</th></tr>")
+    parts += [f"<tr><td>{e(s['step'])}</td><td><code>{e(s['command'])}</code></td><td>{s['seconds']}</td></tr>" for s in steps]
+    parts.append("</table>")
+    return write_text(out / "report.html", "\n".join(parts) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="world seed")
+    parser.add_argument("--out", default="runs/quickstart", help="output folder")
+    parser.add_argument("--small", action="store_true", help="a smaller world and fewer epochs (about half the time)")
+    parser.add_argument("--observers", type=int, default=5, help="observers per arm")
+    parser.add_argument("--tiny", action="store_true", help="a smoke test of the orchestration: tiny world, one epoch, 4 + 4 questions")
+    args = parser.parse_args(argv)
+    world_size = TINY_WORLD if args.tiny else SMALL_WORLD if args.small else []
+    epochs = ["--trainer.max_epochs", "1"] if args.tiny else []
+    questions = ["--correct", "4", "--incorrect", "4"] if args.tiny else []
+    observer_epochs = ["--epochs", "1"] if args.tiny else ["--epochs", "2"] if args.small else []
+    out = Path(args.out)
+    world, cls_dir, dec_dir = out / "world", out / "classifier", out / "decoder"
+    classifier, decoder = cls_dir / "checkpoints" / "last.ckpt", dec_dir / "checkpoints" / "last.ckpt"
+    steps: list[dict] = []
+    total = time.perf_counter()
+    step("generate the world", ["world", "--out", str(world), "--seed", str(args.seed), *world_size], steps)
+    step("fit the classifier M", ["fit", "--config", "configs/classifier/world.yaml", "--data.init_args.root", str(world),
+                                  "--trainer.default_root_dir", str(cls_dir), "--trainer.enable_progress_bar", "false", *epochs], steps)  # fmt: skip
+    step("fit the PV decoder", ["fit", "--config", "configs/decoder/world.yaml", "--data.init_args.root", str(world),
+                                "--model.init_args.encoder.init_args.checkpoint", str(classifier),
+                                "--trainer.default_root_dir", str(dec_dir), "--trainer.enable_progress_bar", "false", *epochs], steps)  # fmt: skip
+    step("analyze M on the unbiased split", ["analyze", "--checkpoint", str(classifier), "--data", "configs/data/world.yaml", "--root", str(world),
+                                             "--split", "val", "--out", str(out / "analysis_val")], steps)  # fmt: skip
+    step("analyze M on the planted causes", ["analyze", "--checkpoint", str(classifier), "--data", "configs/data/world.yaml", "--root", str(world),
+                                             "--split", "test", "--out", str(out / "analysis")], steps)  # fmt: skip
+    step("build the study", ["survey", "build", "--analysis", str(out / "analysis"), "--classifier", str(classifier), "--decoder", str(decoder),
+                             "--out", str(out / "study"), "--panel-size", "128", "--overwrite", *questions], steps)  # fmt: skip
+    step("simulate the observers", ["survey", "simulate", "--study", str(out / "study"), "--world", str(world), "--out", str(out / "simulation"),
+                                    "--observers", str(args.observers), *observer_epochs], steps)  # fmt: skip
+    step("analyze the simulated study", ["survey", "analyze", "--db", str(out / "simulation" / "responses.sqlite"),
+                                         "--manifest", str(out / "simulation"), "--out", str(out / "simulation" / "report")], steps)  # fmt: skip
+    with (out / "analysis" / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: (r["bucket"] != "incorrect", r["id"]))
+    (out / "sanity_images.txt").write_text("".join(r["path"] + "\n" for r in rows[:32]), encoding="utf-8")
+    step("sanity check", ["sanity-check", "--classifier", str(classifier), "--decoder", str(decoder), "--images", str(out / "sanity_images.txt"),
+                          "--out", str(out / "sanity")], steps)  # fmt: skip
+
+    print("\n=== decoder metrics and report", flush=True)
+    decoder_numbers = decoder_metrics(classifier, decoder, world)
+    causes = cause_errors(out / "analysis" / "predictions.csv", world)
+    simulation = json.loads((out / "simulation" / "simulation.json").read_text())
+    table = json.loads((out / "simulation" / "report" / "summary.json").read_text())
+    sanity = json.loads((out / "sanity" / "sanity.json").read_text())
+    observer: dict = {arm: {s: simulation["accuracy"].get(arm, {}).get(s, {}).get("mean") for s in ("incorrect", "correct")} for arm in simulation["accuracy"]}
+    observer |= {"p_incorrect": (table["tests"].get("incorrect") or {}).get("p"), "p_correct": (table["tests"].get("correct") or {}).get("p"),
+                 "z_incorrect": (table["tests"].get("incorrect") or {}).get("z"), "z_correct": (table["tests"].get("correct") or {}).get("z"),
+                 "filler_pick": simulation["filler_pick"], "cant_tell": simulation["cant_tell"], "by_cause": simulation["accuracy_by_cause"]}  # fmt: skip
+    summary = {
+        "world": {"seed": args.seed, "small": args.small, "tiny": args.tiny},
+        "classifier": {"map": json.loads((out / "analysis_val" / "summary.json").read_text())["map"], "causes": causes},
+        "decoder": {"ssim": decoder_numbers["all"]["ssim"], "psnr": decoder_numbers["all"]["psnr"], "agreement": decoder_numbers["all"]["agreement"],
+                    "by_group": decoder_numbers},
+        "observer": observer,
+        "sanity": {"pv_ssim_randomized": sanity["pv_ssim_randomized"], "gradcam_ssim_randomized": sanity["gradcam_ssim_randomized"],
+                   "steps": sanity["steps"], "pv_ssim": sanity["pv_ssim"], "gradcam_ssim": sanity["gradcam_ssim"]},
+        "steps": steps, "seconds": round(time.perf_counter() - total, 1),
+    }  # fmt: skip
+    from pv.atomic import write_text
+
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    report = write_report(out, summary, steps, causes, decoder_numbers, world)
+    print(f"\nquickstart done in {summary['seconds']:.0f} s: open {report} (numbers in {out / 'summary.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
