@@ -11,7 +11,6 @@ import os
 import re
 import sys
 
-from pv.commands.fit import cli_main
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module, function, one-line help); imported only when used, so `pv --help` is fast.
@@ -20,12 +19,19 @@ COMMANDS = {
     "explain": ("pv.commands.explain", "main", "PV, Grad-CAM and baselines for a folder of images; figures + index.html"),
     "featvis": ("pv.commands.featvis", "main", "feature visualization by multi-scale gradient ascent"),
     "evaluate-explanations": ("pv.commands.evaluate", "main", "deletion/insertion AUC and decoder metrics over a dataset"),
-    "survey": ("pv.survey.cli", "main", "build, serve, export and analyze the user study"),
+    "survey": ("pv.survey.cli", "main", "build, check, serve, export and analyze the user study"),
     "sanity-check": ("pv.commands.sanity", "main", "cascading randomisation: how much PV and Grad-CAM change when the model does"),
     "world": ("pv.commands.world", "main", "generate the world with planted misperceptions (VOC layout + ground truth)"),
 }
 # OS errors that come from the environment (a full disk, a read-only folder), not from a bug.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def cli_main(args: list[str] | None = None, run: bool = True):
+    """Lightning's CLI (`pv fit ...`); imported on use so `pv --help` does not load Lightning."""
+    from pv.commands.fit import cli_main as lightning_cli
+
+    return lightning_cli(args, run=run)
 
 
 def usage() -> str:

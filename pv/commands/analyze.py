@@ -5,10 +5,20 @@ Writes to OUT/: predictions.csv and predictions.json (`pv.data.predictions`), su
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
-from pv.commands.common import CommandParser, UsageError, input_size_of, prepare_output_dir, positive_int, non_negative_int, resolve_device, user_errors
+import torch
+
+from pv.commands.common import (
+    CommandParser, UsageError, add_job_arguments, input_size_of, non_negative_int, positive_int, prepare_output_dir, probabilities, user_errors,
+)  # fmt: skip
+from pv.data.predictions import PROB_PREFIX
 from pv.errors import PVError
+
+
+class AnalysisError(PVError, ValueError):
+    """A split none of whose images could be read."""
 
 
 class DataConfigError(PVError, ValueError):
@@ -35,6 +45,7 @@ def parser() -> CommandParser:
     p.add_argument("--num-workers", type=non_negative_int, help="override the data config's loader workers")
     p.add_argument("--out", default="runs/analysis", help="output folder")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    add_job_arguments(p, workers=False)
     return p
 
 
@@ -76,16 +87,17 @@ def load_datamodule(config: str | Path, overrides: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from torch.utils.data import DataLoader
-
-    from pv.analysis import plot_confusion, predict, resolve_class_names, split_dataset, summarize, write_outputs
+    from pv.analysis import plot_confusion, resolve_class_names, split_dataset, summarize, write_outputs
+    from pv.commands.common import devices_from_arguments, output_name, params_sha256
     from pv.data.predictions import make_rows
+    from pv.data.results import ImageItem, ResultStore
+    from pv.lit.predict import is_main_process, run_images
     from pv.models import Classifier
 
     args = parser().parse_args(argv)
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
-    device = resolve_device(args.device)
+    where = devices_from_arguments(args)
     overrides = {"root": args.root, "batch_size": args.batch_size, "image_size": args.image_size, "num_workers": args.num_workers}
     datamodule = load_datamodule(args.data, overrides)
     with user_errors():
@@ -97,20 +109,77 @@ def main(argv: list[str] | None = None) -> int:
     if image_size != getattr(datamodule, "image_size", image_size):  # the size the classifier was trained at
         datamodule = load_datamodule(args.data, overrides | {"image_size": image_size})
         dataset = split_dataset(datamodule, args.split)
+    num_labels = dataset.labels.shape[1]
     with user_errors():
-        class_names = resolve_class_names(model, dataset[0]["label"].numel(), args.checkpoint, datamodule.class_names)
-    loader = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False, num_workers=datamodule.num_workers)
+        class_names = resolve_class_names(model, num_labels, args.checkpoint, datamodule.class_names)
+    activation = getattr(model, "activation", "sigmoid")
+    store = ResultStore(out, "analyze")
+    fingerprint = {"classifier": {"name": str(args.checkpoint), "params_sha256": params_sha256(model)},
+                   "settings": {"image_size": image_size, "activation": activation, "classes": class_names}}  # fmt: skip
+    store.check_manifest(fingerprint, write=is_main_process())
+    root = Path(datamodule.root)
+    items = [ImageItem(i, Path(p), output_name(Path(p), root), {"label": dataset.labels[i]}) for i, p in enumerate(dataset.paths)]
 
-    paths, probs, labels = predict(model, loader, device)  # (N, C), (N, C)
-    rows = make_rows(paths, probs, labels, class_names, args.threshold)
+    def step(images, batch_items: list[dict]) -> list[dict]:
+        """Probabilities (float64, the classifier's own activation) per image."""
+        with torch.no_grad():
+            probs = probabilities(model(images).double(), activation)  # (B, C)
+        return [{"probabilities": p} for p in probs]
+
+    def finish(item: dict, payload: dict) -> dict:
+        """Rounded to 6 decimals: what the files show is exactly what is thresholded."""
+        return {"probabilities": [round(float(p), 6) for p in payload["probabilities"]], "label": [int(v > 0.5) for v in item["label"].tolist()], "files": {}}
+
+    job = run_images(store, items, dataset.transform, step, finish, {"classifier": model}, where,
+                     batch_size=datamodule.batch_size, num_workers=datamodule.num_workers, description="pv analyze")  # fmt: skip
+    if not job.main:
+        return 0
+    records = store.merge(items)
+    for record in records:
+        if record["status"] != "ok":
+            warnings.warn(f"Skipping {record['path']}: {record.get('error', 'unreadable')}", stacklevel=2)
+    done = [r for r in records if r["status"] == "ok"]
+    if not done:
+        raise AnalysisError(f"None of the {len(items)} images of split {args.split!r} could be read")
+    store.write_index(records, ["key", "path", "sha256", "status", "error"])
+    probs = torch.tensor([r["probabilities"] for r in done], dtype=torch.float64)  # (N, C)
+    labels = torch.tensor([r["label"] for r in done], dtype=torch.float32)  # (N, C)
+    rows = make_rows([r["path"] for r in done], probs, labels, class_names, args.threshold)
     summary = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(args.data), "split": args.split,
-               "threshold": args.threshold, "image_size": image_size, "activation": getattr(model, "activation", "sigmoid")}  # fmt: skip
+               "threshold": args.threshold, "image_size": image_size, "activation": activation}  # fmt: skip
     summary |= summarize(rows, probs, labels, class_names, args.threshold)
     write_outputs(out, rows, summary)
     plot_confusion(out / "confusion.png", labels, probs, class_names, args.threshold)
     print(summary_table(summary))
-    print(f"\nwrote {out}/predictions.csv, predictions.json, summary.json, confusion.png")
+    if args.logger == "wandb":
+        from pv.lit.wandb_table import log_table
+
+        folder = log_table(out, project=args.wandb_project, name="pv-analyze", columns=analyze_columns(class_names),
+                           rows=analyze_rows(rows, dataset.transform), summary=flat_summary(summary), config=fingerprint)  # fmt: skip
+        print(f"Logged {len(rows)} row(s) and the summary metrics to W&B ({folder})")
+    print(f"\nwrote {out}/predictions.csv, predictions.json, summary.json, confusion.png, index.csv/.json")
     return 0
+
+
+def analyze_columns(class_names: list[str]) -> list[str]:
+    return ["image", "input", "true classes", "predicted classes", "bucket", "top class", "probabilities"]
+
+
+def analyze_rows(rows: list[dict], transform):
+    """One W&B row per image: the input as the classifier saw it (uint8 HWC), classes, bucket, probabilities."""
+    from pv.data.images import load_image
+    from pv.explain.figures import to_uint8
+
+    for row in rows:
+        image = transform(load_image(row["path"]), row["path"])
+        probs = ";".join(f"{key.removeprefix(PROB_PREFIX)} {value:.4f}" for key, value in row.items() if key.startswith(PROB_PREFIX))
+        yield [row["id"], to_uint8(image), row["labels"], row["predicted"], row["bucket"], row["top_class"], probs]
+
+
+def flat_summary(summary: dict) -> dict:
+    """mAP, F1 and bucket counts as flat W&B summary keys."""
+    flat = {"map": summary["map"], "f1": summary["f1"], "images": summary["num_images"]}
+    return flat | {f"bucket/{name}": count for name, count in summary["buckets"].items()}
 
 
 def summary_table(summary: dict) -> str:

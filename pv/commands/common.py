@@ -376,3 +376,49 @@ def _escape_part(part: str) -> str:
 def display_name(text: str) -> str:
     """A name as plain printable text: bytes that are not UTF-8 shown escaped (\\xff)."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# --- where the model work runs (Lightning's Trainer.predict) and where results are logged ---
+
+
+def add_job_arguments(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    """--accelerator/--devices/--strategy/--num_nodes (one job over devices and machines), --num-workers and --logger."""
+    group = parser.add_argument_group("devices (Lightning Trainer.predict; a re-run with the same --out resumes)")
+    group.add_argument("--accelerator", help="cpu, gpu, auto ...; default: from --device")
+    group.add_argument("--devices", help="devices per machine: a count (2), a list (0,1) or auto; default: from --device")
+    group.add_argument("--strategy", default="auto", help="ddp to spread the images over --devices (gloo on CPU, nccl on GPUs)")
+    group.add_argument("--num_nodes", "--num-nodes", dest="num_nodes", type=positive_int, default=1, help="machines (each runs the same command; see Lightning's multi-node docs)")
+    if workers:
+        group.add_argument("--num-workers", type=non_negative_int, default=0, help="image-loading processes per device")
+    group.add_argument("--logger", choices=("none", "wandb"), default="none", help="wandb: log a table with one row per image and the summary metrics (offline unless WANDB_MODE=online)")
+    group.add_argument("--wandb-project", default="pv", help="W&B project for --logger wandb")
+
+
+def devices_from_arguments(args: argparse.Namespace):
+    """`pv.lit.predict.Devices` from --device and the Trainer flags (which win)."""
+    from pv.lit.predict import Devices
+
+    device = resolve_device(args.device)
+    accelerator = args.accelerator or ("gpu" if device.type == "cuda" else device.type)
+    if args.devices is None:
+        devices: int | str | list[int] = [device.index] if device.type == "cuda" and device.index is not None else 1
+    elif args.devices == "auto" or args.devices.lstrip("-").isdigit():
+        devices = args.devices if args.devices == "auto" else int(args.devices)
+    else:
+        try:
+            devices = [int(part) for part in args.devices.split(",") if part.strip()]
+        except ValueError:
+            raise UsageError(f"--devices {args.devices!r}: give a count (2), a list (0,1) or auto") from None
+    return Devices(accelerator=accelerator, devices=devices, strategy=args.strategy, num_nodes=args.num_nodes)
+
+
+def params_sha256(module: nn.Module) -> str:
+    """sha256 over a module's parameters and buffers (the output folder's manifest records it)."""
+    from pv.models.fingerprint import params_sha256 as sha
+
+    return sha(module)
+
+
+def settings_of(args: argparse.Namespace, names: Sequence[str]) -> dict:
+    """The flags that shape per-image results, for the output folder's manifest."""
+    return {name: getattr(args, name) for name in names}

@@ -2,20 +2,21 @@
 and the decoder's reconstruction metrics, over an image folder."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from pv.atomic import write_text
 from pv.commands.common import (
     CommandParser, UsageError, activation_of, add_classifier_arguments, add_encoder_mismatch_argument, add_image_arguments,
     add_saliency_arguments, check_latent_size, classifier_from_arguments, classifier_name, input_size_of, make_saliency,
-    make_visualizer, parse_list, positive_int, prepare_output_dir, probabilities, resolve_device, saliency_names,
-    saliency_options,
+    make_visualizer, parse_list, positive_int, prepare_output_dir, probabilities, saliency_names,
+    saliency_options, add_job_arguments, devices_from_arguments, params_sha256, settings_of, output_name,
 )  # fmt: skip
-from pv.data.batches import image_paths, load_batches
-from pv.errors import PVError
+from pv.data.batches import NoImagesError, image_paths, image_transform
+from pv.data.results import ImageItem, ResultStore
+from pv.lit.predict import is_main_process, run_images
 from pv.explain.evaluate import MODES, auc, curves_figure, decoder_metrics, deletion_insertion_curves, write_table
 from pv.explain.figures import Entry, write_index
 
@@ -40,11 +41,12 @@ def parser() -> CommandParser:
     p.add_argument("--limit", type=positive_int, help="use only the first N images (default: all)")
     add_image_arguments(p)
     add_saliency_arguments(p)
+    add_job_arguments(p)
     return p
 
 
-def mean(values: list[torch.Tensor]) -> float:
-    return float(torch.cat(values).double().mean())
+SETTINGS = ("methods", "pv_saliency", "steps", "image_size", "activation", "layer", "ig_steps", "ig_baseline", "lime_samples",
+            "lime_segments", "normalization", "blur", "tv", "seed")  # what shapes each image's results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     methods = parse_list(args.methods, [PV, *saliency_names()], "--methods")
     if PV in methods and not args.decoder:
         raise UsageError("--methods pv needs --decoder CKPT: PV is scored through the mask it shows, which depends on the decoder's latent layer")
+    where = devices_from_arguments(args)
     out = prepare_output_dir(args.out)
-    paths = image_paths(args.images)[: args.limit]
-    device = resolve_device(args.device)
-    model = classifier_from_arguments(args, device)
+    root = Path(args.images)
+    paths = image_paths(root)[: args.limit]
+    cpu = torch.device("cpu")  # Lightning puts the models on each rank's device
+    model = classifier_from_arguments(args, cpu)
     activation = activation_of(model, args.activation)
     image_size = input_size_of(model, args.image_size)
     options = saliency_options(args, activation)
@@ -64,41 +68,68 @@ def main(argv: list[str] | None = None) -> int:
     if args.decoder:
         saliency = make_saliency(args.pv_saliency, model, options) if PV in methods else None
         visualizer = make_visualizer(
-            model, args.decoder, device, saliency, classifier=classifier_name(args),
+            model, args.decoder, cpu, saliency, classifier=classifier_name(args),
             allow_mismatch=args.allow_encoder_mismatch, normalization=args.normalization,
         )  # fmt: skip
     layers = {s.layer_name for s in saliencies.values() if getattr(s, "layer_name", None)} | ({visualizer.latent_name} if visualizer else set())
     for layer in sorted(layers):
         check_latent_size(model, layer, image_size)
+    store = ResultStore(out, "evaluate-explanations")
+    fingerprint = {
+        "classifier": {"name": classifier_name(args), "params_sha256": params_sha256(model)},
+        "decoders": {Path(args.decoder).name: params_sha256(visualizer.decoder)} if visualizer else {},
+        "settings": settings_of(args, SETTINGS) | {"image_size": image_size, "activation": activation},
+    }
+    store.check_manifest(fingerprint, write=is_main_process())
 
-    curves = {name: {mode: [] for mode in MODES} for name in methods}
-    reconstruction: dict[str, list[torch.Tensor]] = {}
-    count = 0
-    bar = tqdm(total=len(paths), desc="pv evaluate-explanations", unit="img")
-    for _, images in load_batches(paths, image_size, args.batch_size):
-        images = images.to(device)
+    def step(images: torch.Tensor, items: list[dict]) -> list[dict]:
+        """Deletion / insertion curves of each method for the top class, and the decoder's metrics, per image."""
         with torch.no_grad():
-            targets = probabilities(model(images), activation).argmax(1)  # explain the top class
+            targets = probabilities(model(images), activation).argmax(1)  # (B,) explain the top class
         maps_by_method = {name: method(images, targets) for name, method in saliencies.items()}  # (B, 1, H, W) each
         if PV in methods:
             maps_by_method[PV] = visualizer(images, targets)["saliency"][:, 0]  # (B, 1, H, W): the mask PV shows
-        for name in methods:
-            for mode in MODES:
-                curve = deletion_insertion_curves(
-                    model, images, maps_by_method[name], targets, mode=mode, n_steps=args.steps,
-                    batch_size=args.internal_batch_size, activation=activation,
-                )  # fmt: skip
-                curves[name][mode].append(curve.cpu())
-        if visualizer is not None:
-            for key, value in decoder_metrics(visualizer, images).items():
-                reconstruction.setdefault(key, []).append(value.cpu())
-        count += len(images)
-        bar.update(len(images))
-    bar.close()
-    if not count:
-        raise PVError(f"None of the {len(paths)} files in {args.images} could be read as an image")
+        curves = {
+            name: {
+                mode: deletion_insertion_curves(model, images, maps_by_method[name], targets, mode=mode, n_steps=args.steps,
+                                                batch_size=args.internal_batch_size, activation=activation)  # (B, T)
+                for mode in MODES
+            }
+            for name in methods
+        }  # fmt: skip
+        metrics = decoder_metrics(visualizer, images) if visualizer is not None else {}  # name -> (B,)
+        return [
+            {"target": targets[i], "curves": {n: {m: c[i] for m, c in by_mode.items()} for n, by_mode in curves.items()},
+             "metrics": {key: value[i] for key, value in metrics.items()}}
+            for i in range(len(images))
+        ]  # fmt: skip
 
-    stacked = {name: {mode: torch.cat(c) for mode, c in by_mode.items()} for name, by_mode in curves.items()}
+    def finish(item: dict, payload: dict) -> dict:
+        """One image's record: its target, curves, AUCs and decoder metrics (the index holds them; no files)."""
+        curves = {n: {m: [round(float(v), 6) for v in c] for m, c in by_mode.items()} for n, by_mode in payload["curves"].items()}
+        fields = {"target": int(payload["target"]), "curves": curves, "files": {}}
+        for name, by_mode in payload["curves"].items():
+            for mode, curve in by_mode.items():
+                fields[f"{name}_{mode}_auc"] = round(float(auc(curve[None].double())[0]), 6)
+        return fields | {key: round(float(value), 6) for key, value in payload["metrics"].items()}
+
+    items = [ImageItem(i, p, output_name(p, root)) for i, p in enumerate(paths)]
+    job = run_images(store, items, image_transform(image_size), step, finish, {"classifier": model, **({"decoder": visualizer.decoder} if visualizer else {})},
+                     where, batch_size=args.batch_size, num_workers=args.num_workers, description="pv evaluate-explanations")  # fmt: skip
+    if not job.main:
+        return 0
+    records = store.merge(items)
+    for record in records:
+        if record["status"] != "ok":
+            warnings.warn(f"Skipping {record['path']}: {record.get('error', 'unreadable')}", stacklevel=2)
+    done = [r for r in records if r["status"] == "ok"]
+    count = len(done)
+    if not count:
+        raise NoImagesError(f"None of the {len(paths)} files in {args.images} could be read as an image")
+    metric_names = [key for key in ("ssim", "psnr", "latent_error", "latent_relative_error", "top1_agreement") if key in done[0]]
+    store.write_index(records, ["key", "path", "sha256", "status", "target", *(f"{n}_{m}_auc" for n in methods for m in MODES), *metric_names, "error"])
+
+    stacked = {name: {mode: torch.tensor([r["curves"][name][mode] for r in done], dtype=torch.float64) for mode in MODES} for name in methods}
     rows = [
         {"method": name, "deletion_auc": float(auc(c["deletion"]).mean()), "insertion_auc": float(auc(c["insertion"]).mean()), "images": count}
         for name, c in stacked.items()
@@ -109,16 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         intro += f" pv: the mask PV shows ({args.pv_saliency} at the decoder's latent layer)."
     markdown = ["# Explanation metrics", "", intro, "", write_table(rows, out / "saliency_metrics.csv")]
     tables = [("Saliency", rows)]
-    links = {"metrics.md": out / "metrics.md", "saliency_metrics.csv": out / "saliency_metrics.csv"}
-    if reconstruction:
-        decoder_row = {"decoder": Path(args.decoder).name, **{k: mean(v) for k, v in reconstruction.items()}, "images": count}
+    links = {"metrics.md": out / "metrics.md", "saliency_metrics.csv": out / "saliency_metrics.csv", "index.csv (per image)": out / "index.csv"}
+    summary = {f"{r['method']}/{mode}_auc": r[f"{mode}_auc"] for r in rows for mode in MODES}
+    if metric_names:
+        decoder_row = {"decoder": Path(args.decoder).name, **{k: sum(r[k] for r in done) / count for k in metric_names}, "images": count}
         markdown += ["", "## Decoder", "", write_table([decoder_row], out / "decoder_metrics.csv")]
         tables.append(("Decoder", [decoder_row]))
         links["decoder_metrics.csv"] = out / "decoder_metrics.csv"
+        summary |= {f"decoder/{k}": decoder_row[k] for k in metric_names}
     report = write_text(out / "metrics.md", "\n".join(markdown) + "\n")
     figure = curves_figure(stacked, out / "curves.png", activation)
     caption = "; ".join(f"{r['method']}: deletion {r['deletion_auc']:.3f}, insertion {r['insertion_auc']:.3f}" for r in rows)
     write_index(out, [Entry(figure, "deletion / insertion curves", caption, links)], "pv evaluate-explanations", intro, tables)
     print("\n".join(markdown[4:]))
-    print(f"Wrote {report}, the CSV tables, {figure.name} and index.html to {out}")
+    if args.logger == "wandb":
+        from pv.lit.wandb_table import log_table
+
+        columns = ["image", "target", *(f"{n}_{m}_auc" for n in methods for m in MODES), *metric_names]
+        table = [[r["key"], r["target"], *(r[f"{n}_{m}_auc"] for n in methods for m in MODES), *(r[k] for k in metric_names)] for r in done]
+        folder = log_table(out, project=args.wandb_project, name="pv-evaluate-explanations", columns=columns, rows=table, summary=summary, config=fingerprint)
+        print(f"Logged {count} row(s) and the summary metrics to W&B ({folder})")
+    print(f"Wrote {report}, the CSV tables, {figure.name}, index.csv/.json (per image) and index.html to {out}")
     return 0

@@ -51,3 +51,41 @@ def load_batches(paths: list[Path], image_size: int, batch_size: int) -> Iterato
             batch_paths, batch_images = [], []
     if batch_paths:
         yield batch_paths, torch.stack(batch_images)
+
+
+class ImageItemsDataset(torch.utils.data.Dataset):
+    """The images of a job (`pv.data.results.ImageItem`), each with its file's sha256; an unreadable file
+    gives an item with `error` set and no image (the job records it, nothing stands in for it)."""
+
+    def __init__(self, items: list, transform):
+        self.items, self.transform = list(items), transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        from pv.data.results import file_sha256
+
+        item = self.items[index]
+        sample = {"index": item.index, "key": item.key, "path": str(item.path), "sha256": file_sha256(item.path), "error": None, "image": None, **item.extra}
+        try:
+            image = load_image(item.path)
+        except UnreadableImageError as err:
+            sample["error"] = str(err)
+            return sample
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small images are upscaled; not worth a warning each
+            sample["image"] = self.transform(image, str(item.path))
+        return sample
+
+
+def collate_items(samples: list[dict]) -> dict:
+    """Samples -> {"items": the samples without images, "images": (B', 3, S, S) of the readable ones, in order}."""
+    images = [s["image"] for s in samples if s["image"] is not None]
+    items = [{k: v for k, v in s.items() if k != "image"} for s in samples]
+    return {"items": items, "images": torch.stack(images) if images else torch.empty(0)}
+
+
+def image_transform(image_size: int):
+    """The evaluation transform of the explanation commands (resize, no augmentation)."""
+    return ImageTransform(image_size)

@@ -1,12 +1,9 @@
 """Figures in the style of the paper's Figure 2 (a grid of panels, one row per explained class) and
-an `index.html` gallery that links every figure. Every file is written atomically (`pv.atomic`), and
+the `index.html` gallery (`pv.explain.gallery`) that links every figure. Every file is written atomically (`pv.atomic`), and
 every title is plain text: no mathtext, and names that are not UTF-8 are shown escaped."""
 from __future__ import annotations
 
-import html
 import io
-import os
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +13,10 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pv.atomic import write_bytes, write_text
+from pv.atomic import write_bytes
+from pv.explain.gallery import Entry, href, html_table, plain_text, write_index  # noqa: F401 (the gallery's public names)
 
 PLAIN = {"parse_math": False, "usetex": False}  # titles are text, never TeX: '$x$' in a file name stays '$x$'
-
-
-def plain_text(text: str) -> str:
-    """`text` as printable UTF-8: undecodable bytes (surrogate escapes) become '\\xff'."""
-    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -114,61 +107,3 @@ def grid_figure(
     if note:
         figure.supxlabel(plain_text(note), fontsize=8, **PLAIN)
     return save_figure(figure, path, dpi)
-
-
-@dataclass
-class Entry:
-    """One item of the gallery: a figure, its caption, and optional extra links (label -> path)."""
-
-    figure: Path
-    title: str
-    caption: str = ""
-    links: dict[str, Path] = field(default_factory=dict)
-
-
-def href(path: Path, base: Path) -> str:
-    """A relative URL from `base` to `path`: every byte of the file name percent-encoded as needed."""
-    relative = Path(os.path.relpath(path, base)).as_posix()
-    return html.escape(urllib.parse.quote(os.fsencode(relative), safe="/"), quote=True)
-
-
-def html_table(rows: Sequence[dict]) -> str:
-    """Rows (dicts with the same keys) as an HTML table; floats to 4 decimals."""
-    if not rows:
-        return ""
-    columns = list(rows[0])
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    head = "".join(f"<th>{html.escape(plain_text(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(plain_text(fmt(row[c])))}</td>" for c in columns) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def write_index(out_dir: str | Path, entries: Sequence[Entry], title: str, intro: str = "", tables: Sequence[tuple[str, Sequence[dict]]] = ()) -> Path:
-    """Write `out_dir/index.html`: optional tables (heading, rows), then a gallery with every figure and its caption."""
-    out_dir = Path(out_dir)
-    esc = lambda text: html.escape(plain_text(text))  # noqa: E731
-    cards = []
-    for entry in entries:
-        links = " ".join(f'<a href="{href(p, out_dir)}">{esc(name)}</a>' for name, p in entry.links.items())
-        cards.append(
-            f'<figure><a href="{href(entry.figure, out_dir)}"><img src="{href(entry.figure, out_dir)}" alt="{esc(entry.title)}" loading="lazy"></a>'
-            f"<figcaption><b>{esc(entry.title)}</b><br>{esc(entry.caption)}<br>{links}</figcaption></figure>"
-        )
-    sections = "".join(f"<h2>{esc(heading)}</h2>\n{html_table(rows)}\n" for heading, rows in tables)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-main {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-figure {{ margin: 0; max-width: 48em; border: 1px solid #ddd; padding: .5em; }}
-img {{ max-width: 100%; }}
-figcaption {{ font-size: .85em; }}
-table {{ border-collapse: collapse; margin-bottom: 1em; }}
-th, td {{ border: 1px solid #ccc; padding: .2em .5em; text-align: right; }}
-</style></head>
-<body><h1>{esc(title)}</h1><p>{esc(intro)}</p>
-{sections}<main>
-{chr(10).join(cards)}
-</main></body></html>
-"""
-    return write_text(out_dir / "index.html", page)

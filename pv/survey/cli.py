@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("pv.survey.export", "responses -> CSV, the file to share (no platform IDs)"),
     "analyze": ("pv.survey.analyze", "Table 1, Mann-Whitney tests, exclusions and Figure 6 as a Markdown report"),
     "simulate": ("pv.survey.simulate", "machine observers answer the study in four arms (pv, gradcam, input, reconstruction)"),
+    "lookup": ("pv.survey.lookup", "which platform IDs took part (for payment), from their keyed hashes"),
 }
 
 

@@ -30,7 +30,9 @@ def load_or_create_keys(db_path: str | Path, cookie_key: str | None = None) -> d
     try:
         keys = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise StudyError(f"{path}: unreadable study keys ({err}); restore it from a backup (without it cookies and platform IDs cannot be checked)") from None
+        raise StudyError(
+            f"{path}: unreadable study keys ({err}); restore it from a backup (without it cookies and platform IDs cannot be checked)"
+        ) from None
     if not isinstance(keys, dict) or not all(isinstance(keys.get(k), str) and len(keys[k]) >= 32 for k in KEY_NAMES):
         raise StudyError(f"{path}: expected a JSON object with the keys {', '.join(KEY_NAMES)}")
     if stat.S_IMODE(path.stat().st_mode) & 0o077:

@@ -218,7 +218,9 @@ def test_trunk_trains_with_batchnorm_in_train_mode_without_freezing(tmp_path):
 
 def test_checkpoint_loads_in_classifier_and_frozen_encoder(trained_checkpoint):
     checkpoint = torch.load(trained_checkpoint, weights_only=False)
-    assert checkpoint["classifier_config"] == {"arch": "resnet18", "num_classes": 20, "class_names": list(VOC_CLASSES)}
+    config = checkpoint["classifier_config"]
+    assert {k: config[k] for k in ("arch", "num_classes", "class_names")} == {"arch": "resnet18", "num_classes": 20, "class_names": list(VOC_CLASSES)}
+    assert (config["activation"], config["input_size"]) == ("sigmoid", SIZE)  # multi-label, trained at 32 px
     classifier = Classifier.from_checkpoint(trained_checkpoint).eval()
     saved = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     assert all(torch.equal(classifier.state_dict()[k], v) for k, v in saved.items())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pv.explain import SALIENCY, total_variation
-from pv.explain.loading import TorchvisionClassifier
+from pv.models.loading import TorchvisionClassifier
 
 FAST_OPTIONS = {"ig": {"n_steps": 4, "internal_batch_size": 16}, "lime": {"n_samples": 12, "n_segments": 8, "batch_size": 16}}
 

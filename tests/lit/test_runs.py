@@ -114,7 +114,8 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     assert main(["fit", *common, f"--trainer.default_root_dir={tmp_path / 'a'}", "--trainer.max_epochs=3"]) == 0
     assert main(["fit", *common, f"--trainer.default_root_dir={tmp_path / 'b'}", "--trainer.max_epochs=1"]) == 0
     assert main(["fit", "--config", str(tmp_path / "b" / "config.yaml"), "--ckpt_path", "last", "--trainer.max_epochs=3"]) == 0
-    final = [torch.load(next((tmp_path / run).rglob("*.ckpt")), weights_only=False) for run in ("a", "b")]
+    final = [max((torch.load(p, weights_only=False) for p in (tmp_path / run).rglob("*.ckpt")), key=lambda c: c["global_step"])
+             for run in ("a", "b")]  # fmt: skip
     assert final[0]["epoch"] == final[1]["epoch"] == 2 and final[0]["global_step"] == final[1]["global_step"]
     for key, value in final[0]["state_dict"].items():
         assert torch.equal(value, final[1]["state_dict"][key]), key

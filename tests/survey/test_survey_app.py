@@ -14,6 +14,7 @@ from survey_testdata import COMPLETION_CODE
 
 from pv.survey.app import create_app
 from pv.survey.export import export_responses
+from pv.survey.lookup import lookup
 from pv.survey.manifest import estimate_minutes, load_manifest
 
 CLIENT_ADDR = "203.0.113.77"
@@ -135,6 +136,7 @@ def test_malformed_and_forged_requests_get_4xx_and_change_nothing(app, db_path):
     q = current(client)
     before = snapshot(db_path)
     script = "<script>alert('x')</script>"
+    later = json.loads(rows(db_path, "SELECT question_order FROM participants")[0][0])[-1]  # the participant's last question
     stranger = new_client(app)
     forged = new_client(app)
     cookie = client.get_cookie("pv_survey").value
@@ -144,7 +146,7 @@ def test_malformed_and_forged_requests_get_4xx_and_change_nothing(app, db_path):
         "script as option": (client, {"option": script}, 400),
         "script as question": (client, {"question": script}, 400),
         "unknown question": (client, {"question": "q99"}, 400),
-        "question not reached": (client, {"question": "q4"}, 409),
+        "question not reached": (client, {"question": later}, 409),
         "no token": (client, {"token": ""}, 403),
         "wrong token": (client, {"token": q["token"][:-1] + "x"}, 403),
         "script as token": (client, {"token": script}, 403),
@@ -203,7 +205,8 @@ def test_admin_status_requires_the_token(app, study, tmp_path):
     assert client.get("/admin/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
     ok = client.get("/admin/status", headers={"Authorization": "Bearer s3cret-admin"})
     assert ok.status_code == 200 and set(ok.json["arms"]) == {"pv", "gradcam"}
-    assert {k: ok.json["arms"]["pv"][k] for k in ("started", "completed", "in_progress", "dropped")} == {"started": 1, "completed": 0, "in_progress": 1, "dropped": 0}
+    pv = ok.json["arms"]["pv"]
+    assert (pv["started"], pv["completed"], pv["in_progress"], pv["dropped"]) == (1, 0, 1, 0)
     assert client.get("/admin").status_code == 401 and "Basic" in client.get("/admin").headers["WWW-Authenticate"]
     page = client.get("/admin", headers={"Authorization": "Basic " + base64.b64encode(b"me:s3cret-admin").decode()})
     assert page.status_code == 200 and 'http-equiv="refresh"' in page.text and "Table 1" in page.text
@@ -322,8 +325,10 @@ def test_platform_arrival_completion_code_and_one_attempt_per_id(platform_study,
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("responses.*") if not p.name.endswith(".keys"))
     assert b"5f0c0ffee" not in raw and b"session-" not in raw
     csv_text = (tmp_path / "responses.csv").read_text()
-    (digest,) = [r[0] for r in rows(db_path, "SELECT platform_hash FROM participants")]
-    assert re.fullmatch(r"[0-9a-f]{64}", digest) and digest not in csv_text
+    digests = [r[0] for r in rows(db_path, "SELECT platform_hash FROM participants")]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", d) and d not in csv_text for d in digests)
+    statuses = {r["platform_id"]: r["status"] for r in lookup(db_path, ["5f0c0ffee0000000000000aa", "5f0c0ffee0000000000000bb", "never"])}
+    assert statuses == {"5f0c0ffee0000000000000aa": "completed", "5f0c0ffee0000000000000bb": "not started", "never": "not started"}
 
 
 def test_a_required_platform_id_turns_away_visitors_without_one(platform_study, tmp_path):
@@ -333,6 +338,7 @@ def test_a_required_platform_id_turns_away_visitors_without_one(platform_study, 
     folder.mkdir()
     (folder / "images").symlink_to(platform_study / "images")
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert new_client(create_app(platform_study, tmp_path / "open.sqlite")).get("/").status_code == 200  # not required: as without a platform
     app = create_app(folder, tmp_path / "r.sqlite")
     assert new_client(app).get("/").status_code == 403
     assert prolific(new_client(app), "someone").status_code == 200

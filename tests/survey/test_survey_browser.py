@@ -72,6 +72,7 @@ def test_participant_completes_the_survey_by_clicking(study, tmp_path):
     assert len(completed) == 1 and completed[0][0] is not None
 
 
+@pytest.mark.slow
 def test_a_prolific_participant_reaches_the_completion_redirect_once(platform_study, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     manifest = load_manifest(platform_study)
@@ -87,8 +88,11 @@ def test_a_prolific_participant_reaches_the_completion_redirect_once(platform_st
         browser = launch(playwright)
         try:
             context = browser.new_context()
-            context.route("https://app.prolific.com/**", lambda route: (reached.append(route.request.url),
-                          route.fulfill(status=200, content_type="text/html", body="<h1 id='prolific'>Prolific: submission complete</h1>")))  # fmt: skip
+            def prolific(route):  # no internet: Prolific's completion page is played by the test
+                reached.append(route.request.url)
+                route.fulfill(status=200, content_type="text/html", body="<h1 id='prolific'>Prolific: submission complete</h1>")
+
+            context.route("https://app.prolific.com/**", prolific)
             page = context.new_page()
             page.set_default_timeout(20_000)
             page.goto(base + link)

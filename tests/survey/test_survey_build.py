@@ -84,6 +84,7 @@ def test_both_arms_mask_on_white_the_reconstruction_or_the_photo(study, checkpoi
         assert (pv - gradcam).abs().mean() > 0.05
 
 
+@pytest.mark.slow
 def test_overlay_presentation_is_an_option_recorded_in_the_manifest(tmp_path, analysis_dir, checkpoints):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -110,6 +111,7 @@ def test_wording_is_neutral_about_the_models_mistakes(study):
     assert "even if the photo shows something else" not in page
 
 
+@pytest.mark.slow
 def test_a_decoder_of_another_classifier_is_refused_unless_allowed(tmp_path, analysis_dir, checkpoints, capsys):
     other_classifier, _ = save_checkpoints(tmp_path, seed=1)  # same arch, other parameters
     args = ["survey", "build", "--analysis", str(analysis_dir), "--classifier", str(other_classifier), "--decoder", str(checkpoints[1]),
@@ -186,7 +188,7 @@ def test_cli_builds_a_study_from_real_photos(tmp_path, voc_root, checkpoints, ca
     assert "Predictions table not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["build"], ["check"], ["serve"], ["export"], ["analyze"]])
+@pytest.mark.parametrize("command", [[], ["build"], ["check"], ["serve"], ["export"], ["analyze"], ["lookup"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pv_main(["survey", *command, "--help"])

@@ -70,6 +70,7 @@ def test_200_concurrent_participants_lose_no_answer(study, tmp_path, caplog):
     assert not noise, noise[:3]  # the log keeps real events only
 
 
+@pytest.mark.slow
 def test_100_idle_connections_do_not_lock_participants_out(study, tmp_path):
     db_path = tmp_path / "responses.sqlite"
     with running_server(study, db_path) as base:
@@ -88,6 +89,7 @@ def test_100_idle_connections_do_not_lock_participants_out(study, tmp_path):
     assert len(chosen) == 4
 
 
+@pytest.mark.slow
 def test_admin_view_counts_while_50_participants_answer(study, tmp_path):
     db_path = tmp_path / "responses.sqlite"
     token = "live-view-token"

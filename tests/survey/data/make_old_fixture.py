@@ -1,4 +1,8 @@
-"""Make tests/survey/data/old_study + old_responses.sqlite with the survey code of commit bec6d17 (before issue 10/16)."""
+"""Make tests/survey/data/old_study + old_responses.sqlite with the survey code of commit bec6d17 (before issues 10 and 16).
+
+Run once, from a checkout of that code: `mkdir -p /tmp/oldsurvey && git archive bec6d17 survey | tar -x -C /tmp/oldsurvey`,
+then `python tests/survey/data/make_old_fixture.py`. Not a test: the files it wrote are the fixture.
+"""
 import random, sys, json
 from contextlib import closing
 from pathlib import Path
