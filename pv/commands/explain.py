@@ -258,7 +258,9 @@ def explain_rows(out: Path, records: list[dict], image_size: int, method: str, c
                "true classes", "predicted classes", "bucket", "probabilities"]  # fmt: skip
     rows = []
     for record in records:
-        image = transform(load_image(record["path"]), record["path"])  # (3, S, S)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small images are upscaled; said once per image when explained
+            image = transform(load_image(record["path"]), record["path"])  # (3, S, S)
         saved = torch.load(out / record["files"]["maps"], weights_only=True)
         mask = saved["maps"].get(method, next(iter(saved["maps"].values()), None))  # (k, 1, S, S)
         overlay = heatmap_overlay(image[None], mask[:1], colormap, alpha)[0] if mask is not None else None

@@ -1,7 +1,7 @@
 """`pv fit` (and validate / test / predict): Lightning's CLI with pv's links, checks and safe checkpoints.
 
-- Links: the decoder's `in_channels` follows the encoder's layer; a classifier's `num_classes` and
-  `class_names` follow the data module's class names (`link_arguments`, applied when parsing).
+- Links: the decoder's `in_channels` follows the encoder's layer (`link_arguments`); a classifier's
+  `num_classes` and `class_names` follow the data module's class names (`link_class_names`).
 - Inputs are checked before any logger starts (data, required values, the encoder checkpoint).
 - Checkpoints are written to a temporary file beside the target and renamed; `--ckpt_path last`
   resumes from the newest readable checkpoint.
@@ -102,6 +102,9 @@ def data_class_names(data: Namespace | dict | None) -> list[str] | None:
     class_path = (data or {}).get("class_path") if data is not None else None
     if not class_path:
         return None
+    given = ((data or {}).get("init_args") or {}).get("class_names")
+    if given:
+        return list(given)
     given = (data.get("init_args") or {}).get("class_names")  # e.g. the generated world's VOCDataModule
     if given:
         return list(given)
@@ -154,8 +157,6 @@ class PVLightningCLI(LightningCLI):
         parser.add_argument("--auto_precision", type=bool, default=False,
                             help="bf16-mixed + channels_last where the device runs bf16 fast (AMX / AVX-512 BF16 CPUs, bf16 GPUs), else 32-true")  # fmt: skip
         parser.link_arguments("model.init_args.encoder", "model.init_args.decoder.init_args.in_channels", compute_fn=linked_in_channels, apply_on="parse")
-        parser.link_arguments("data", "model.init_args.model.init_args.class_names", compute_fn=data_class_names, apply_on="parse")
-        parser.link_arguments("data", "model.init_args.model.init_args.num_classes", compute_fn=linked_num_classes, apply_on="parse")
 
     def _config(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -166,6 +167,7 @@ class PVLightningCLI(LightningCLI):
         if missing:
             raise PVError(f"{missing[0]} is required by this config ({REQUIRED}): give it with --{missing[0]}=VALUE")
         self.check_encoder_checkpoint(config)
+        link_class_names(config)
         if config.get("auto_precision"):
             config["trainer.precision"] = auto_precision(config.get("trainer.accelerator") or "auto")
             channels = "model.init_args.channels_last"
@@ -219,9 +221,21 @@ def linked_in_channels(encoder: Namespace | None) -> int:
     return encoder_channels(encoder) or 2048
 
 
-def linked_num_classes(data: Namespace | None) -> int | None:
-    names = data_class_names(data)
-    return len(names) if names else None
+def link_class_names(config: Namespace) -> None:
+    """A classifier's `class_names` and `num_classes` follow the data module's class names unless the config sets them.
+
+    (Done here rather than with `link_arguments`: jsonargparse does not apply a parse-time link into
+    `model.init_args.model.init_args`, a key nested under a parameter that is itself named `model`.)
+    """
+    key = "model.init_args.model.init_args"
+    names = data_class_names(config.get("data"))
+    if not names or not isinstance(config.get(key), Namespace):
+        return
+    given = config.get(f"{key}.class_names")
+    if given and list(given) != names:
+        raise PVError(f"{key}.class_names {list(given)} differ from the data module's {names}: leave them out of the config, pv fit links them")
+    config[f"{key}.class_names"] = names
+    config[f"{key}.num_classes"] = len(names)
 
 
 def auto_precision(accelerator: str) -> str:

@@ -74,8 +74,12 @@ class VOCDataModule(ImageDataModule):
     """PASCAL VOC (torchvision layout under `root`), with 20-class multi-hot labels.
 
     `val_fraction` (e.g. 0.3, the authors' 70/30 split of trainval) splits `train_split` itself with
-    `split_seed`, and `val_split` is not used.
+    `split_seed`, and `val_split` is not used. `class_names`: the annotations' object names in label
+    order (VOC's 20 by default, e.g. the generated world's 10); `pv fit` links them (and their count)
+    into a classifier's `class_names` and `num_classes`.
     """
+
+    class_names: tuple[str, ...] = VOC_CLASSES  # the default, read by `pv fit` before instantiation
 
     def __init__(self, root: str = "data", year: str = "2012", train_split: str = "train", val_split: str = "val", download: bool = False,
                  val_fraction: float | None = None, split_seed: int = 0, class_names: list[str] | None = None, **kwargs):  # fmt: skip

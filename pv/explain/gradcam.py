@@ -17,6 +17,11 @@ from pv.explain.saliency import LayerRecorder, LayerSaliency, TargetsLike, as_ta
 from pv.models.classifier import Classifier
 
 
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 (autocast) -> fp32; fp32 and fp64 unchanged."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 class CAM(LayerSaliency):
     """Base class of the CAM family: raw attribution = ReLU(sum_k w_k A_k) at the layer's resolution (B, 1, h, w)."""
 
@@ -28,6 +33,7 @@ class CAM(LayerSaliency):
 
     def attribute(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:
         activations, gradients = self.activations_and_gradients(images, targets)  # (B, C, h, w) each
+        activations, gradients = at_least_fp32(activations), at_least_fp32(gradients)  # bf16 autocast: weigh in fp32
         weights = self.channel_weights(activations, gradients)  # (B, C, 1, 1)
         return F.relu((weights * activations).sum(dim=1, keepdim=True))  # (B, 1, h, w)
 
@@ -78,7 +84,8 @@ class GradCAM(CAM):
     @torch.no_grad()
     def maps_from_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`all_classes` from the last feature map (B, C, h, w) already computed (e.g. PV's latent)."""
-        maps = class_activation_maps(features, self.model.head.weight)  # (B, K, h, w)
+        with torch.autocast(features.device.type, enabled=False):  # maps in fp32 even from bf16 features
+            maps = class_activation_maps(at_least_fp32(features), self.model.head.weight)  # (B, K, h, w)
         return maps / (features.shape[2] * features.shape[3]), self.model.forward_head(features)
 
     def attribute(self, images: torch.Tensor, targets: TargetsLike) -> torch.Tensor:

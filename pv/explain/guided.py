@@ -27,7 +27,8 @@ class GuidedBackprop(Saliency):
         targets = self.targets(images, targets)
         with warnings.catch_warnings():  # captum announces its ReLU hooks and input grads on every call
             warnings.simplefilter("ignore", UserWarning)
-            return self.captum.attribute(images.detach().clone(), target=targets).detach()  # (B, 3, H, W)
+            gradients = self.captum.attribute(images.detach().clone(), target=targets).detach()  # (B, 3, H, W)
+        return gradients.to(torch.promote_types(gradients.dtype, torch.float32))  # fp32 under bf16 autocast
 
 
 class GuidedGradCAM(Saliency):

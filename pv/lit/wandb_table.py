@@ -25,6 +25,9 @@ def log_table(
         for row in rows:
             table.add_data(*(wandb.Image(v) if isinstance(v, np.ndarray) else v for v in row))
         run.log({"images": table})
+        artifact = wandb.Artifact(f"{name}-images", type="pv-results")  # the table with its image files, for download
+        artifact.add(table, "images")
+        run.log_artifact(artifact)
         run.summary.update({key: value for key, value in summary.items() if isinstance(value, (int, float, str))})
         folder = Path(run.dir).parent
     finally:

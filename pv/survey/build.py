@@ -33,6 +33,7 @@ from pv.data import ImageTransform, load_image
 from pv.explain import PerceptionVisualizer, heatmap_overlay, perception_visualization
 from pv.explain.figures import save_png
 from pv.models import Classifier, load_decoder
+from pv.models.precision import autocast, describe_precision, prepare_model, resolve_precision
 from pv.survey import texts
 from pv.survey.manifest import FORMAT, MANIFEST_NAME, QUESTION_ORDERS, estimate_minutes, write_manifest
 from pv.survey.platform import PRESETS, platform_config
@@ -150,11 +151,13 @@ def build_study(
     attention_placement: str = "spread",
     platform: dict | None = None,
     resize_mode: str = "whole",
+    precision: str = "32",
 ) -> Path:
     """Write STUDY/manifest.json, STUDY/images/{pv,gradcam,attention}/*.png and STUDY/preview.html; return the manifest path.
 
     `input_size` (default: the classifier checkpoint's) is what the model sees; `panel_size` is the side
-    of each panel participants see.
+    of each panel participants see. `precision` "32" (default: study images exactly reproducible), "bf16"
+    or "auto" (bf16 autocast where this CPU computes it natively).
     """
     out = Path(out)
     if (out / MANIFEST_NAME).exists() and not overwrite:
@@ -165,8 +168,10 @@ def build_study(
         raise StudyError(f"--attention-checks must be >= 0 and --attention-placement spread or random, got {attention}, {attention_placement!r}")
     table = Path(analysis) / "predictions.csv" if Path(analysis).is_dir() else Path(analysis)
     rows, csv_classes = read_predictions(table)
-    model = Classifier.from_checkpoint(classifier).eval()
+    precision = resolve_precision(precision, "cpu", method="gradcam")
+    model = prepare_model(Classifier.from_checkpoint(classifier), precision, "cpu")
     decoder_model, encoder_config = load_decoder(decoder)
+    decoder_model = prepare_model(decoder_model, precision, "cpu")
     classes = model.class_names
     if csv_classes and csv_classes != classes:
         raise StudyError(f"{table}: prob_<class> columns {csv_classes} do not match the classifier's classes {classes}")
@@ -192,9 +197,10 @@ def build_study(
             if row.top_class not in classes:
                 raise StudyError(f"{table}: image {row.id!r} has top_class {row.top_class!r}, not a class of {classifier}")
         top = torch.tensor([classes.index(r.top_class) for r in batch])
-        now_top = visualizer.top_classes(images, 1)[:, 0].tolist()
+        with autocast(precision, "cpu"):
+            now_top = visualizer.top_classes(images, 1)[:, 0].tolist()
+            figures = renderer(images, top, panels)
         mismatched += [f"{row.id} ({classes[now]} != {row.top_class})" for row, now in zip(batch, now_top) if classes[now] != row.top_class]
-        figures = renderer(images, top, panels)
         for i, row in enumerate(batch):
             qid = f"q{start + i + 1:0{width}d}"
             paths = {}
@@ -230,7 +236,7 @@ def build_study(
         "question_order": question_order,
         "attention_checks": checks,
         "presentation": {"pv": "masked reconstruction (1 - m) + m y", "gradcam": gradcam_presentation,
-                         "panel_size": panel_size, "input_size": input_size, "resize": resize_mode},  # fmt: skip
+                         "panel_size": panel_size, "input_size": input_size, "resize": resize_mode, "precision": precision},  # fmt: skip
         "estimated_minutes": estimate_minutes(len(questions) + len(checks)),
         "source": {
             "predictions": str(table.resolve()), "classifier": str(Path(classifier).resolve()),
@@ -297,6 +303,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--completion-code", default=None, help="code shown at the end (and put in the platform's completion URL)")
     parser.add_argument("--completion-url", default=None, help="where participants go at the end (default: the platform's, with the code)")
     parser.add_argument("--require-platform-id", action="store_true", help="refuse visitors who arrive without the platform's ID")
+    parser.add_argument("--precision", choices=("auto", "32", "bf16"), default="32",
+                        help="32: exactly reproducible study images; auto: bf16 autocast where the CPU computes it natively")  # fmt: skip
     parser.add_argument("--allow-encoder-mismatch", action="store_true",
                         help="render even when the decoder was trained on another classifier's latent (a warning instead of an error)")  # fmt: skip
     parser.add_argument("--name", help="study name shown in reports (default: the folder name)")
@@ -308,11 +316,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     intros = {arm: path for arm, path in (("pv", args.intro_pv), ("gradcam", args.intro_gradcam)) if path}
     platform = platform_config(args.platform, args.completion_code, args.completion_url, args.require_platform_id)
+    print(describe_precision(args.precision, "cpu", "gradcam"))
     path = build_study(
         args.analysis, args.classifier, args.decoder, args.out, args.correct, args.incorrect, args.seed, args.panel_size,
         args.input_size, args.name, intros, args.overwrite, gradcam_presentation=args.gradcam_presentation,
         question_order=args.question_order, allow_encoder_mismatch=args.allow_encoder_mismatch, attention=args.attention_checks,
-        attention_placement=args.attention_placement, platform=platform, resize_mode=args.resize,
+        attention_placement=args.attention_placement, platform=platform, resize_mode=args.resize, precision=args.precision,
     )  # fmt: skip
     print(f"Wrote {path} and {path.parent / 'preview.html'} (researcher preview with the answer key); check it with `pv survey check {path.parent}`")
     return 0

@@ -43,7 +43,7 @@ def test_voc_70_30_split_of_trainval(voc_root):
     data.setup("fit")
     train, val = set(data.train_set.indices), set(data.val_set.indices)
     assert len(val) == round(8 * 0.3) and not train & val and len(train | val) == 8
-    assert data.class_names[0] == "aeroplane" and data.num_classes == 20
+    assert data.class_names[0] == "aeroplane" and data.num_classes == 20 == len(data.class_names)
 
 
 def test_missing_voc_split_lists_the_splits_and_names_the_key(voc_root):

@@ -91,3 +91,99 @@ def test_weighted_ridge_matches_sklearn():
     for b in range(2):
         model = sklearn.Ridge(alpha=0.5).fit(x[b].numpy(), y[b].numpy(), sample_weight=w[b].numpy())
         torch.testing.assert_close(ours[b], torch.from_numpy(model.coef_).float(), rtol=1e-4, atol=1e-5)
+
+
+# --- issue 13.4 / 10.12: LIME and IG without per-sample loops, in inference mode, scored by the model's activation ---
+
+
+class CountingNet(nn.Module):
+    """Wraps a 5-class model; counts forward calls and records whether each ran in inference mode."""
+
+    num_classes = 5
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.calls, self.inference = net, 0, []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.inference.append(torch.is_inference_mode_enabled())
+        return self.net(images)
+
+
+class RedBoth(nn.Module):
+    """Two classes whose logits both grow with the red in the top-left quadrant, class 1 twice as fast:
+    sigmoid(logit_0) grows with red, softmax_0 = sigmoid(logit_0 - logit_1) falls with it."""
+
+    activation = "sigmoid"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        red = images[:, 0, :16, :16].mean((1, 2))
+        return torch.stack([red * 6 - 3, red * 12 - 6], dim=1)
+
+
+def test_lime_scores_with_the_classifiers_own_activation():
+    image, model = blocks_image(), RedBoth()
+    own = Lime(model, n_samples=64, n_segments=4, hide="black").attribute(image, 0)  # the model says sigmoid
+    softmax = Lime(model, n_samples=64, n_segments=4, hide="black", activation="softmax").attribute(image, 0)
+    assert Lime(model).activation == "sigmoid" and Lime(nn.Identity()).activation == "softmax"
+    assert own[0, 0, :16, :16].mean() > 0 > softmax[0, 0, :16, :16].mean()  # red supports class 0 only under sigmoid
+
+
+def test_lime_segments_once_and_scores_all_classes_in_the_same_forward_passes(tiny_net, monkeypatch):
+    import pv.explain.lime as lime_module
+
+    segmentations = []
+    real = lime_module.superpixels
+    monkeypatch.setattr(lime_module, "superpixels", lambda *a, **k: segmentations.append(1) or real(*a, **k))
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    counted = CountingNet(tiny_net)
+    lime = Lime(counted, n_samples=25, n_segments=10, batch_size=16)
+    multi = lime.attribute_multi(images, torch.tensor([[1, 3, 0], [2, 2, 4]]))  # (B, K, 1, H, W)
+    assert multi.shape == (2, 3, 1, 32, 32) and not multi.is_inference()
+    assert len(segmentations) == 1  # one segmentation of the batch, shared by the three classes
+    assert counted.calls == 1 + 3 and all(counted.inference)  # originals, then ceil(2 * 24 / 16) batches; no grad
+    single = Lime(tiny_net, n_samples=25, n_segments=10, batch_size=16).attribute(images, torch.tensor([3, 2]))
+    torch.testing.assert_close(multi[:, 1], single, rtol=1e-4, atol=1e-6)
+
+
+def test_lime_batch_is_sized_from_memory(tiny_net, monkeypatch):
+    import pv.explain.batching as batching
+
+    images, targets = torch.rand(1, 3, 32, 32), torch.tensor([2])
+    roomy = Lime(tiny_net, n_samples=20, n_segments=8).attribute(images, targets)
+    monkeypatch.setattr(batching, "memory_budget", lambda device: 1)  # room for one perturbation at a time
+    counted = CountingNet(tiny_net)
+    tight = Lime(counted, n_samples=20, n_segments=8).attribute(images, targets)
+    assert counted.calls == 20  # the original, then 19 batches of one
+    torch.testing.assert_close(tight, roomy, rtol=1e-4, atol=1e-6)
+
+
+def test_ig_adds_steps_only_where_completeness_fails(tiny_net):
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        targets = (tiny_net(images) - tiny_net(torch.zeros_like(images))).abs().argmax(1)
+    ig = IntegratedGradients(tiny_net, n_steps=1, completeness_tolerance=1e-3, max_steps=256)
+    attributions = ig.attribute(images, targets)
+    assert (ig.completeness_error <= 1e-3).all()
+    assert len(ig.steps.unique()) > 1  # per image: each got the steps it needed, not the batch's worst
+    fixed = IntegratedGradients(tiny_net, n_steps=1, completeness_tolerance=None)
+    fixed.attribute(images, targets)
+    assert (fixed.steps == 1).all() and (fixed.completeness_error > 1e-3).any()
+    again = IntegratedGradients(tiny_net, n_steps=int(ig.steps.max()), completeness_tolerance=None).attribute(images, targets)
+    exact = ig.steps == ig.steps.max()
+    torch.testing.assert_close(attributions[exact], again[exact], rtol=1e-4, atol=1e-6)
+
+
+def test_ig_batches_image_step_pairs_without_a_per_image_loop(tiny_net):
+    counted = CountingNet(tiny_net)
+    IntegratedGradients(counted, n_steps=8, internal_batch_size=12, completeness_tolerance=None).attribute(torch.rand(3, 3, 32, 32), 1)
+    assert counted.calls == 1 + 2  # endpoints (x and x' together), then 24 (image, step) pairs in batches of 12
+    assert not any(counted.inference[1:])  # gradients need autograd
+
+
+def test_ig_under_bf16_autocast_accumulates_in_fp32(tiny_net):
+    images = torch.rand(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attributions = IntegratedGradients(tiny_net, n_steps=8).attribute(images, 0)
+    assert attributions.dtype == torch.float32

@@ -61,7 +61,7 @@ def old_study(tmp_path) -> tuple[Path, Path]:
 
     study = shutil.copytree(DATA / "old_study", tmp_path / "old_study")
     db_path = tmp_path / "old_responses.sqlite"
-    shutil.copyfile(DATA / "old_responses.sqlite", db_path)
+    shutil.copyfile(DATA / "old_responses.db", db_path)
     return study, db_path
 
 

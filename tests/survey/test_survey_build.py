@@ -135,6 +135,20 @@ def test_the_classifier_sees_its_own_input_size_and_panels_have_their_own(tmp_pa
     assert manifest["presentation"]["panel_size"] == 48
     assert Image.open(tmp_path / "s" / manifest["questions"][0]["images"]["pv"]).size == (2 * 48 + 2, 48)
     assert manifest["source"]["activation"] == "sigmoid"
+    assert manifest["presentation"]["precision"] == "32"
+
+
+@pytest.mark.slow
+def test_bf16_precision_renders_close_to_fp32(tmp_path, analysis_dir, checkpoints, study):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        build_study(analysis_dir, *checkpoints, tmp_path / "s", n_correct=2, n_incorrect=2, seed=3, panel_size=SIZE, progress=False,
+                    precision="bf16")  # fmt: skip
+    manifest = load_manifest(tmp_path / "s")
+    assert manifest["presentation"]["precision"] == "bf16"
+    for q in manifest["questions"]:
+        bf16, fp32 = read_png(tmp_path / "s" / q["images"]["pv"]), read_png(study / q["images"]["pv"])
+        assert (bf16 - fp32).abs().mean() < 0.05  # the same picture up to bf16 rounding
 
 
 def test_build_is_seeded_and_refuses_to_overwrite(tmp_path, study, analysis_dir, checkpoints):

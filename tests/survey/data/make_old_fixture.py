@@ -1,4 +1,4 @@
-"""Make tests/survey/data/old_study + old_responses.sqlite with the survey code of commit bec6d17 (before issues 10 and 16).
+"""Make tests/survey/data/old_study + old_responses.db (a SQLite file; *.sqlite is git-ignored) with the survey code of commit bec6d17 (before issues 10 and 16).
 
 Run once, from a checkout of that code: `mkdir -p /tmp/oldsurvey && git archive bec6d17 survey | tar -x -C /tmp/oldsurvey`,
 then `python tests/survey/data/make_old_fixture.py`. Not a test: the files it wrote are the fixture.
@@ -32,7 +32,7 @@ manifest = {"format": FORMAT, "name": "old-study", "seed": 0, "question_text": "
             "arms": {"pv": {"title": "Perception Visualization", "introduction": ["PV intro."]}, "gradcam": {"title": "Grad-CAM", "introduction": ["Grad-CAM intro."]}},
             "questions": questions, "source": {"made_by": "survey code of commit bec6d17"}}
 write_manifest(manifest, out)
-path = Path("/work/main/tests/survey/data/old_responses.sqlite")
+path = Path("/work/main/tests/survey/data/old_responses.db")
 path.unlink(missing_ok=True)
 db.init_db(path, manifest)
 order = [q["id"] for q in questions]
