@@ -249,9 +249,191 @@ def bench_baselines(args, device: torch.device) -> dict:
     return results
 
 
+def bench_explain_processes(args, device: torch.device, images: int = 8, size: int = 64) -> dict:
+    """`pv explain` end to end (Trainer.predict, figures, index) on CPU at 1 and 2 processes (ddp, gloo): images/s.
+
+    resnet18 with random weights and Grad-CAM on `images` synthetic images of `size` px; each run in a fresh folder."""
+    import os
+    import subprocess
+    import tempfile
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from pv.models import Classifier
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "images").mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(images):
+            Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(tmp / "images" / f"{i:03d}.png")
+        classifier = Classifier("resnet18", num_classes=4, weights=None)
+        torch.save({"state_dict": {"model." + k: v for k, v in classifier.state_dict().items()}, "classifier_config": classifier.config}, tmp / "cls.ckpt")
+        for processes in (1, 2):
+            command = [sys.executable, "-m", "pv.cli", "explain", "--classifier", str(tmp / "cls.ckpt"), "--images", str(tmp / "images"),
+                       "--methods", "gradcam", "--topk", "1", "--image-size", str(size), "--batch-size", "2", "--out", str(tmp / f"out{processes}"),
+                       "--accelerator", "cpu", "--devices", str(processes), "--strategy", "ddp" if processes > 1 else "auto"]  # fmt: skip
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)})
+            seconds = time.perf_counter() - start
+            results[f"pv_explain_cpu_{processes}proc"] = {"images": images, "seconds": round(seconds, 2), "images_per_s": round(images / seconds, 2)}
+    return results
+
+
+# --------------------------------------------------------------------------------------------- speed (issue 13)
+def bench_speed(args, device: torch.device) -> dict:
+    """Each method at fp32 and at the precision `auto` picks, next to its peer measured in the same run.
+
+    Peers at their defaults: pytorch-grad-cam GradCAM (fp32, NCHW), captum IntegratedGradients (50
+    steps, gausslegendre, all steps in one batch), the `lime` package (quickshift, batch 10, a predict
+    function written the usual way: NHWC numpy -> permute -> float). pv's LIME uses SLIC (50 segments).
+    """
+    import copy
+
+    import numpy as np
+
+    from pv.explain import IntegratedGradients, Lime, PerceptionVisualizer, build_saliency
+    from pv.models import Classifier, Decoder, FrozenEncoder
+    from pv.models.precision import autocast, describe_precision, prepare_model, resolve_precision
+
+    torch.manual_seed(0)
+    base = Classifier(args.arch, num_classes=20, weights=None).eval()
+    fp32_model = copy.deepcopy(base).to(device)  # today's path: fp32, NCHW
+    images = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    targets = torch.randint(0, 20, (args.batch,), device=device)
+    one, target = images[:1], targets[:1]
+    results: dict = {"precision_auto": {m: describe_precision("auto", device, m) for m in ("gradcam", "ig", "lime", None)}}
+
+    def run_at(precision: str, method: str | None = None):
+        """(model prepared for `precision`, the precision actually used)."""
+        chosen = resolve_precision(precision, device, method)
+        return prepare_model(copy.deepcopy(base), chosen, device), chosen
+
+    def rate(fn, n_images: int, warmup: int, repeats: int) -> dict:
+        times = timed(fn, device, warmup, repeats)
+        return {"images_per_s": round(n_images / min(times), 3), "seconds": [round(t, 3) for t in times]}
+
+    # Grad-CAM, batch `args.batch`
+    from pytorch_grad_cam import GradCAM as PeerGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    peer = PeerGradCAM(model=fp32_model, target_layers=[fp32_model.trunk.layer4[-1]])
+    peer_targets = [ClassifierOutputTarget(int(t)) for t in targets]
+    results["gradcam_pytorch_grad_cam"] = rate(lambda: peer(input_tensor=images, targets=peer_targets), args.batch, 1, args.repeats)
+    peer_maps = torch.from_numpy(peer(input_tensor=images, targets=peer_targets))  # (B, H, W), min-max per image
+    for label, precision in (("fp32", "32"), ("auto", "auto")):
+        model, chosen = run_at(precision, "gradcam")
+        method = build_saliency("gradcam", model, normalization="minmax")
+        with autocast(chosen, device):
+            results[f"gradcam_pv_{label}"] = rate(lambda: method(images, targets), args.batch, 1, args.repeats) | {"precision": chosen}
+            maps = method(images, targets)[:, 0].cpu()
+        r = [float(np.corrcoef(a.flatten(), b.flatten())[0, 1]) for a, b in zip(maps.numpy(), peer_maps.numpy()) if a.std() > 0 and b.std() > 0]
+        results[f"gradcam_pv_{label}"]["r_vs_pytorch_grad_cam_min"] = round(min(r), 4) if r else None  # None: constant maps
+        results[f"gradcam_speedup_{label}"] = round(results[f"gradcam_pv_{label}"]["images_per_s"] / results["gradcam_pytorch_grad_cam"]["images_per_s"], 2)
+        if label == "auto":  # how cost grows with the work
+            for batch in (1, 8, 32):
+                x, t = torch.rand(batch, 3, args.size, args.size, device=device), torch.randint(0, 20, (batch,), device=device)
+                with autocast(chosen, device):
+                    results[f"gradcam_pv_auto_batch{batch}"] = rate(lambda: method(x, t), batch, 1, max(1, args.repeats - 1))
+
+    # PV, top class: today's fp32 path vs auto (bf16 + channels_last where auto picks it)
+    torch.manual_seed(1)
+    decoder = Decoder(base.head.in_features).eval()  # the paper's decoder on the last feature layer
+    for label, precision in (("fp32", "32"), ("auto", "auto")):
+        model, chosen = run_at(precision)
+        visualizer = PerceptionVisualizer(model, prepare_model(copy.deepcopy(decoder), chosen, device) if label == "auto" else copy.deepcopy(decoder).to(device))
+        with autocast(chosen, device):
+            results[f"pv_top_class_{label}"] = rate(lambda: visualizer(images), args.batch, 1, args.repeats) | {"precision": chosen}
+    results["pv_speedup"] = round(results["pv_top_class_auto"]["images_per_s"] / results["pv_top_class_fp32"]["images_per_s"], 2)
+
+    # Integrated Gradients, one image
+    from captum.attr import IntegratedGradients as PeerIG
+
+    with torch.no_grad():
+        difference = float(fp32_model(one)[0, target] - fp32_model(torch.zeros_like(one))[0, target])
+    peer_ig = PeerIG(fp32_model)
+    attributions = []
+    results["ig_captum_50_steps"] = rate(lambda: attributions.append(peer_ig.attribute(one, target=target, n_steps=50)), 1, 0, 1)
+    results["ig_captum_50_steps"]["completeness_error"] = round(abs(float(attributions[-1].sum()) - difference) / abs(difference), 5)
+    for label, precision in (("fp32", "32"), ("auto", "auto"), ("bf16", "bf16")):
+        model, chosen = run_at(precision, "ig")
+        method = IntegratedGradients(model)  # pv's defaults: 16 Gauss-Legendre steps, more only where completeness > 2%
+        attributions = []
+        with autocast(chosen, device):
+            results[f"ig_pv_{label}"] = rate(lambda: attributions.append(method.attribute(one, target)), 1, 0, 1) | {"precision": chosen}
+        attribution = attributions[-1]
+        results[f"ig_pv_{label}"] |= {"steps": int(method.steps[0]), "completeness_error": round(abs(float(attribution.sum()) - difference) / abs(difference), 5)}
+        results[f"ig_speedup_{label}"] = round(results[f"ig_pv_{label}"]["images_per_s"] / results["ig_captum_50_steps"]["images_per_s"], 2)
+
+    # LIME, one image, `args.lime_samples` samples
+    from lime import lime_image
+
+    image_np = one[0].permute(1, 2, 0).cpu().numpy().astype(np.float64)
+
+    def predict(batch_np):
+        with torch.no_grad():
+            return torch.softmax(fp32_model(torch.from_numpy(batch_np).permute(0, 3, 1, 2).float().to(device)), 1).cpu().numpy()
+
+    explainer = lime_image.LimeImageExplainer(random_state=0)
+    results["lime_package"] = rate(lambda: explainer.explain_instance(image_np, predict, labels=(int(target),), top_labels=None,
+                                                                      num_samples=args.lime_samples, random_seed=0, progress_bar=False), 1, 0, 1)  # fmt: skip
+    for label, precision in (("fp32", "32"), ("auto", "auto")):
+        model, chosen = run_at(precision, "lime")
+        method = Lime(model, n_samples=args.lime_samples, activation="softmax")
+        with autocast(chosen, device):
+            results[f"lime_pv_{label}"] = rate(lambda: method.attribute(one, target), 1, 0, 1) | {"precision": chosen}
+        results[f"lime_speedup_{label}"] = round(results[f"lime_pv_{label}"]["images_per_s"] / results["lime_package"]["images_per_s"], 2)
+
+    # decoder training step, paper decoder on layer4: today's fp32 vs bf16 autocast + channels_last
+    train_batch = args.train_batch
+    x = torch.rand(train_batch, 3, args.size, args.size, device=device)
+    from pv.losses import PerceptionLoss
+
+    for label, bf16 in (("fp32", False), ("bf16_channels_last", True)):
+        torch.manual_seed(0)
+        encoder = FrozenEncoder(args.arch, "layer4", weights=None).to(device)
+        decoder, loss = Decoder(encoder.out_channels).to(device).train(), PerceptionLoss()
+        batch_images = x
+        if bf16:
+            encoder, decoder = encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
+            batch_images = x.contiguous(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.no_grad():
+                    latent = encoder(batch_images)
+                terms = loss(decoder(latent), batch_images, encoder, latent)
+            terms.total.backward()
+            optimizer.step()
+
+        results[f"decoder_train_step_{label}"] = rate(step, train_batch, 1, max(1, args.repeats - 1))
+    results["decoder_train_speedup"] = round(results["decoder_train_step_bf16_channels_last"]["images_per_s"] / results["decoder_train_step_fp32"]["images_per_s"], 2)
+    results["targets"] = speed_targets(results, device)
+    return results
+
+
+def speed_targets(results: dict, device: torch.device) -> dict:
+    """Issue 13's CPU targets, met or not (GPU targets of the performance issue are listed when on CUDA)."""
+    if device.type == "cuda":
+        return {"note": "GPU: compare with the performance issue's H100 targets (PV >= 5,000 img/s, IG <= 30 ms/img, LIME <= 0.5 s/img)"}
+    gradcam = results["gradcam_speedup_auto"]
+    return {
+        "gradcam >= 8x pytorch-grad-cam, r >= 0.98": f"{gradcam}x, r {results['gradcam_pv_auto']['r_vs_pytorch_grad_cam_min']}: " + ("met" if gradcam >= 8 and (results["gradcam_pv_auto"]["r_vs_pytorch_grad_cam_min"] or 0) >= 0.98 else "not met"),
+        "pv top class >= 4x today's fp32": f"{results['pv_speedup']}x: " + ("met" if results["pv_speedup"] >= 4 else "not met"),
+        "ig >= 5x captum (50 steps), completeness <= 2%": f"auto {results['ig_speedup_auto']}x ({results['ig_pv_auto']['completeness_error']:.2%}), bf16 {results['ig_speedup_bf16']}x ({results['ig_pv_bf16']['completeness_error']:.2%}): " + ("met" if results["ig_speedup_auto"] >= 5 and results["ig_pv_auto"]["completeness_error"] <= 0.02 else "not met at auto"),
+        "lime >= 3x the lime package": f"{results['lime_speedup_auto']}x: " + ("met" if results["lime_speedup_auto"] >= 3 else "not met"),
+        "decoder training >= 2.5x today's fp32 step": f"{results['decoder_train_speedup']}x: " + ("met" if results["decoder_train_speedup"] >= 2.5 else "not met"),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--what", choices=["train", "explain", "baselines"], required=True)
+    parser.add_argument("--what", choices=["train", "explain", "baselines", "explain-processes", "speed"], required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--size", type=int, default=224, help="image size (px)")
@@ -262,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder in the fast path")
     parser.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too")
     parser.add_argument("--lime-samples", type=int, default=1000)
+    parser.add_argument("--train-batch", type=int, default=8, help="--what speed: decoder training batch")
     parser.add_argument("--out", default=str(REPO / "benchmarks"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -271,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    bench = {"train": bench_train, "explain": bench_explain, "baselines": bench_baselines}[args.what]
+    bench = {"train": bench_train, "explain": bench_explain, "baselines": bench_baselines, "explain-processes": bench_explain_processes, "speed": bench_speed}[args.what]
     results = {"what": args.what, "batch": args.batch, "size": args.size, "arch": args.arch, "env": environment(device), "results": bench(args, device)}
     out = Path(args.out) / f"{args.what}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

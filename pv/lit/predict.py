@@ -173,4 +173,6 @@ def run_images(
             callbacks=[ShardWriter(store, finish), ImagesProgress(len(todo), description)], **options,
         )  # fmt: skip
         trainer.predict(ImageJob(step, models), loader, return_predictions=False)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # every rank has written (barrier): rank 0 merges alone
     return JobResult(trainer.is_global_zero, len(done), len(todo))

@@ -108,6 +108,14 @@ def test_gradcam_guard(classifier, photos, name, options):
     guard_or_fp32(name, bool((r >= 0.99).all()))
 
 
+@pytest.mark.parametrize("name", ["guided_backprop", "guided_gradcam"])
+def test_pixel_gradient_guard(classifier, photos, name):
+    """Pixel-level gradient maps: correlation >= 0.95, IG's map guard."""
+    targets = torch.tensor([0, 1, 2, 3])
+    fp32, bf16 = in_both(classifier, lambda model: build_saliency(name, model)(photos, targets))
+    guard_or_fp32(name, bool((correlation(fp32, bf16) >= 0.95).all()))
+
+
 def test_integrated_gradients_guard(classifier, photos):
     with torch.no_grad():
         differences = classifier(photos) - classifier(torch.zeros_like(photos))
@@ -125,7 +133,9 @@ def test_integrated_gradients_guard(classifier, photos):
 
 def test_lime_guard(classifier, photos):
     targets = torch.tensor([0, 1, 2, 3])
-    segments = __import__("pv.explain.lime", fromlist=["superpixels"]).superpixels(photos, "slic", 20)
+    from pv.explain.lime import superpixels
+
+    segments = superpixels(photos, "slic", 20)
 
     def run(model):
         return Lime(model, n_samples=96, n_segments=20).attribute(photos, targets)  # (B, 1, H, W)
@@ -134,7 +144,8 @@ def test_lime_guard(classifier, photos):
     same = 0
     for b in range(len(photos)):
         ids = segments[b].flatten()
-        per_segment = [torch.zeros(int(ids.max()) + 1).index_reduce_(0, ids, x[b, 0].flatten(), "amax", include_self=False) for x in (fp32, bf16)]
+        first = torch.zeros(int(ids.max()) + 1, dtype=torch.long).scatter_(0, ids, torch.arange(len(ids)))  # a pixel per superpixel
+        per_segment = [x[b, 0].flatten()[first] for x in (fp32, bf16)]  # LIME paints one coefficient per superpixel
         top = [set(coefficients.topk(5).indices.tolist()) for coefficients in per_segment]
         same += top[0] == top[1]
     guard_or_fp32("lime", same > len(photos) // 2)
