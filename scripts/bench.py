@@ -379,7 +379,7 @@ def bench_speed(args, device: torch.device) -> dict:
 
     explainer = lime_image.LimeImageExplainer(random_state=0)
     results["lime_package"] = rate(lambda: explainer.explain_instance(image_np, predict, labels=(int(target),), top_labels=None,
-                                                                      num_samples=args.lime_samples, random_seed=0, progress_bar=False), 1, 0, 1)  # fmt: skip
+                                                                      num_samples=args.lime_samples, random_seed=0), 1, 0, 1)  # fmt: skip
     for label, precision in (("fp32", "32"), ("auto", "auto")):
         model, chosen = run_at(precision, "lime")
         method = Lime(model, n_samples=args.lime_samples, activation="softmax")

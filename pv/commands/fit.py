@@ -1,7 +1,7 @@
 """`pv fit` (and validate / test / predict): Lightning's CLI with pv's links, checks and safe checkpoints.
 
-- Links: the decoder's `in_channels` follows the encoder's layer (`link_arguments`); a classifier's
-  `num_classes` and `class_names` follow the data module's class names (`link_class_names`).
+- Links (before instantiation): the decoder's `in_channels` follows the encoder's layer; a classifier's
+  `num_classes` and `class_names` follow the data module's class names.
 - Inputs are checked before any logger starts (data, required values, the encoder checkpoint).
 - Checkpoints are written to a temporary file beside the target and renamed; `--ckpt_path last`
   resumes from the newest readable checkpoint.
@@ -156,7 +156,6 @@ class PVLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--auto_precision", type=bool, default=False,
                             help="bf16-mixed + channels_last where the device runs bf16 fast (AMX / AVX-512 BF16 CPUs, bf16 GPUs), else 32-true")  # fmt: skip
-        parser.link_arguments("model.init_args.encoder", "model.init_args.decoder.init_args.in_channels", compute_fn=linked_in_channels, apply_on="parse")
 
     def _config(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -168,6 +167,7 @@ class PVLightningCLI(LightningCLI):
             raise PVError(f"{missing[0]} is required by this config ({REQUIRED}): give it with --{missing[0]}=VALUE")
         self.check_encoder_checkpoint(config)
         link_class_names(config)
+        link_decoder_channels(config)
         if config.get("auto_precision"):
             config["trainer.precision"] = auto_precision(config.get("trainer.accelerator") or "auto")
             channels = "model.init_args.channels_last"
@@ -217,15 +217,21 @@ class PVLightningCLI(LightningCLI):
             )
 
 
-def linked_in_channels(encoder: Namespace | None) -> int:
-    return encoder_channels(encoder) or 2048
+def link_decoder_channels(config: Namespace) -> None:
+    """The decoder's `in_channels` follow the encoder's layer (computed without weights on the meta device)."""
+    if not isinstance(config.get("model.init_args.decoder"), Namespace) or not isinstance(config.get("model.init_args.encoder"), Namespace):
+        return
+    channels = encoder_channels(config.get("model.init_args.encoder"))
+    if channels is not None:  # else the encoder's own constructor names the bad arch or layer
+        config["model.init_args.decoder.init_args.in_channels"] = channels
 
 
 def link_class_names(config: Namespace) -> None:
     """A classifier's `class_names` and `num_classes` follow the data module's class names unless the config sets them.
 
-    (Done here rather than with `link_arguments`: jsonargparse does not apply a parse-time link into
-    `model.init_args.model.init_args`, a key nested under a parameter that is itself named `model`.)
+    (Links are applied here, before instantiation, rather than with `link_arguments`: with jsonargparse
+    4.53 a parse-time link into `model.init_args.model.init_args` was not applied, and one into the
+    decoder was lost when another nested override was given.)
     """
     key = "model.init_args.model.init_args"
     names = data_class_names(config.get("data"))
