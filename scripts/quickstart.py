@@ -1,6 +1,6 @@
 """The quickstart of issue 14: every step as the public `pv` command a user would type, then a report.
 
-    python scripts/quickstart.py [--seed 0] [--out runs/quickstart] [--small]
+    python scripts/quickstart.py [--seed 0] [--out runs/quickstart] [--preset default|small|full|tiny]
 
 Steps (each printed before it runs): pv world, pv fit (classifier M), pv fit (decoder), pv analyze (val:
 M's mAP on the unbiased split; test: the planted causes), pv survey build, pv survey simulate, pv survey
@@ -25,8 +25,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PV = [sys.executable, "-m", "pv.cli"]
-TINY_WORLD = ["--train", "300", "--val", "100", "--test-unbiased", "100", "--test-per-cause", "40", "--observer-train", "300", "--observer-val", "60"]
-SMALL_WORLD = ["--train", "3000", "--val", "600", "--test-unbiased", "300", "--test-per-cause", "150", "--observer-train", "2000", "--observer-val", "300"]
+# Presets (sizes and epochs only: the world's design, M, the decoder's loss and the observer are the same in all).
+# "default" fits the 10-minute budget on 2 cores with one torch thread per process (measured: M 0.3 s, decoder
+# 1.0 s, observer 0.45 s per batch of 64 on one core); "full" is the world's DEFAULT_COUNTS and the configs' epochs.
+PRESETS: dict[str, dict] = {
+    "tiny": {"world": {"train": 300, "val": 100, "test-unbiased": 100, "test-per-cause": 40, "observer-train": 300, "observer-val": 60},
+             "classifier_epochs": 1, "decoder_epochs": 1, "observer_epochs": 1, "questions": (4, 4)},
+    "small": {"world": {"train": 2500, "val": 400, "test-unbiased": 150, "test-per-cause": 80, "observer-train": 1500, "observer-val": 200},
+              "classifier_epochs": 4, "decoder_epochs": 2, "observer_epochs": 2, "questions": None},
+    "default": {"world": {"train": 4000, "val": 500, "test-unbiased": 200, "test-per-cause": 100, "observer-train": 2400, "observer-val": 300},
+                "classifier_epochs": 4, "decoder_epochs": 2, "observer_epochs": 2, "questions": None},
+    "full": {"world": {}, "classifier_epochs": None, "decoder_epochs": None, "observer_epochs": 3, "questions": None},
+}  # fmt: skip
 
 
 def step(title: str, args: list[str], log: list[dict]) -> None:
@@ -156,14 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--out", default="runs/quickstart", help="output folder")
-    parser.add_argument("--small", action="store_true", help="a smaller world and fewer epochs (about half the time)")
+    parser.add_argument("--preset", choices=list(PRESETS), default="default",
+                        help="sizes and epochs: default (<= 10 min on 2 cores), small (about half), full (the world's default counts), tiny (smoke test)")
+    parser.add_argument("--small", action="store_const", const="small", dest="preset", help="the same as --preset small")
+    parser.add_argument("--tiny", action="store_const", const="tiny", dest="preset", help="the same as --preset tiny")
     parser.add_argument("--observers", type=int, default=5, help="observers per arm")
-    parser.add_argument("--tiny", action="store_true", help="a smoke test of the orchestration: tiny world, one epoch, 4 + 4 questions")
     args = parser.parse_args(argv)
-    world_size = TINY_WORLD if args.tiny else SMALL_WORLD if args.small else []
-    epochs = ["--trainer.max_epochs", "1"] if args.tiny else []
-    questions = ["--correct", "4", "--incorrect", "4"] if args.tiny else []
-    observer_epochs = ["--epochs", "1"] if args.tiny else ["--epochs", "2"] if args.small else []
+    preset = PRESETS[args.preset]
+    world_size = [x for key, value in preset["world"].items() for x in (f"--{key}", str(value))]
+    epochs = ["--trainer.max_epochs", str(preset["classifier_epochs"])] if preset["classifier_epochs"] else []
+    decoder_epochs = ["--trainer.max_epochs", str(preset["decoder_epochs"])] if preset["decoder_epochs"] else []
+    questions = ["--correct", str(preset["questions"][0]), "--incorrect", str(preset["questions"][1])] if preset["questions"] else []
+    observer_epochs = ["--epochs", str(preset["observer_epochs"])]
     out = Path(args.out)
     world, cls_dir, dec_dir = out / "world", out / "classifier", out / "decoder"
     classifier, decoder = cls_dir / "checkpoints" / "last.ckpt", dec_dir / "checkpoints" / "last.ckpt"
@@ -174,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "--trainer.default_root_dir", str(cls_dir), "--trainer.enable_progress_bar", "false", *epochs], steps)  # fmt: skip
     step("fit the PV decoder", ["fit", "--config", "configs/decoder/world.yaml", "--data.init_args.root", str(world),
                                 "--model.init_args.encoder.init_args.checkpoint", str(classifier),
-                                "--trainer.default_root_dir", str(dec_dir), "--trainer.enable_progress_bar", "false", *epochs], steps)  # fmt: skip
+                                "--trainer.default_root_dir", str(dec_dir), "--trainer.enable_progress_bar", "false", *decoder_epochs], steps)  # fmt: skip
     step("analyze M on the unbiased split", ["analyze", "--checkpoint", str(classifier), "--data", "configs/data/world.yaml", "--root", str(world),
                                              "--split", "val", "--out", str(out / "analysis_val")], steps)  # fmt: skip
     step("analyze M on the planted causes", ["analyze", "--checkpoint", str(classifier), "--data", "configs/data/world.yaml", "--root", str(world),
@@ -202,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                  "z_incorrect": (table["tests"].get("incorrect") or {}).get("z"), "z_correct": (table["tests"].get("correct") or {}).get("z"),
                  "filler_pick": simulation["filler_pick"], "cant_tell": simulation["cant_tell"], "by_cause": simulation["accuracy_by_cause"]}  # fmt: skip
     summary = {
-        "world": {"seed": args.seed, "small": args.small, "tiny": args.tiny},
+        "world": {"seed": args.seed, "preset": args.preset, **preset["world"]},
         "classifier": {"map": json.loads((out / "analysis_val" / "summary.json").read_text())["map"], "causes": causes},
         "decoder": {"ssim": decoder_numbers["all"]["ssim"], "psnr": decoder_numbers["all"]["psnr"], "agreement": decoder_numbers["all"]["agreement"],
                     "by_group": decoder_numbers},

@@ -10,7 +10,7 @@ from pv.cli import cli_main, main
 from pv.errors import PVError
 
 REPO = Path(__file__).resolve().parents[1]
-DEBUG = str(REPO / "configs" / "debug.yaml")
+DEBUG = str(REPO / "configs" / "debug" / "decoder.yaml")
 
 
 def shipped_configs() -> list[Path]:
@@ -31,9 +31,14 @@ def test_fast_dev_run_in_process(tmp_path):
 @pytest.mark.parametrize("config", shipped_configs(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_parses_and_instantiates(config, tmp_path):
     """Downloads are impossible here, so pretrained weights are overridden; a required classifier checkpoint
-    is a random-init one of the config's arch. No data is read (instantiation only), so no photos are needed."""
+    is a random-init one of the config's arch. No data is read (instantiation only), so no photos are needed.
+    The configured loggers are built (no W&B run starts before fit): each writes under the run folder, and a
+    config that logs to W&B also writes the metrics to a CSV there (issue 11.6)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
     text = yaml.safe_load(config.read_text())
-    overrides = [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    overrides = [f"--trainer.default_root_dir={tmp_path}"]
     model_args = text["model"]["init_args"]
     for part in ("encoder", "model"):
         if part in model_args and "weights" in model_args[part].get("init_args", {}):
@@ -52,6 +57,13 @@ def test_every_shipped_config_parses_and_instantiates(config, tmp_path):
         overrides.append("--model.init_args.compile=false")  # compiling is lazy but slow to set up on CPU
     cli = cli_main(["--config", str(config), *overrides], run=False)
     assert cli.model is not None and cli.datamodule is not None
+    loggers = cli.trainer.loggers
+    assert all(Path(logger.save_dir) == tmp_path for logger in loggers), [(type(x).__name__, x.save_dir) for x in loggers]
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        assert any(isinstance(logger, CSVLogger) for logger in loggers), "W&B without a CSV beside the run"
+    for callback in cli.trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            assert Path(callback.dirpath).parent == tmp_path
 
 
 def random_classifier_checkpoint(arch: str, folder: Path) -> Path:

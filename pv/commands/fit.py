@@ -1,8 +1,18 @@
 """`pv fit` (and validate / test / predict): Lightning's CLI with pv's links, checks and safe checkpoints.
 
 - Links (before instantiation): the decoder's `in_channels` follows the encoder's layer; a classifier's
-  `num_classes` and `class_names` follow the data module's class names.
-- Inputs are checked before any logger starts (data, required values, the encoder checkpoint).
+  `num_classes` and `class_names` follow the data module's class names. They are set on the parsed config
+  in `before_instantiate_classes`, not with `LightningCLI.link_arguments`: jsonargparse 4.53 no longer
+  applies parse-time links whose target is inside a nested subclass's init_args
+  (`model.init_args.model.init_args.num_classes`, `model.init_args.decoder.init_args.in_channels`).
+- Configs are composed from shared pieces (`trainer: {logger: ../logger/wandb.yaml}`, callbacks, the
+  authors' decoder and loss, data), included by path relative to the including file. `omegaconf+`
+  resolves `${...}` after command-line overrides; with `omegaconf_absolute_to_relative_paths` an
+  absolute `${trainer.default_root_dir}` is rewritten relative to the file it is written in, so it works
+  with and without the `fit` subcommand, and an included piece names the key relative to where it lands
+  (`${....default_root_dir}` from `trainer.logger[i].init_args`).
+- Inputs are checked before any logger starts (data, required values, the encoder checkpoint); a start
+  that still fails before its first training step removes the offline W&B run it began.
 - Checkpoints are written to a temporary file beside the target and renamed; `--ckpt_path last`
   resumes from the newest readable checkpoint.
 - A run's `config.yaml` records the W&B run id; `pv fit --config runs/X/config.yaml --ckpt_path last`
@@ -14,6 +24,7 @@ import difflib
 from collections import OrderedDict
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -143,6 +154,30 @@ class RunConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A new run that failed before its first training step leaves no offline W&B run behind."""
+        if trainer.global_step > 0 or self.config.get("ckpt_path") or not trainer.is_global_zero:  # trained, resumed: keep
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                remove_offline_run(logger)
+
+
+def remove_offline_run(logger: WandbLogger) -> None:
+    """Finish and delete the logger's offline W&B run (`wandb sync` would upload it); online runs stay."""
+    run = getattr(logger, "_experiment", None)  # None: the run never started
+    if run is None or not getattr(run, "offline", False):
+        return
+    folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>
+    run.finish(exit_code=1)
+    logger._experiment = None
+    shutil.rmtree(folder, ignore_errors=True)
+    for link in folder.parent.iterdir() if folder.parent.is_dir() else []:
+        if link.is_symlink() and not link.exists():  # latest-run, debug.log pointing into the removed run
+            link.unlink()
+    rank_zero_info(f"pv fit: removed the offline W&B run {folder} (this start failed before its first training step)")
+
+
 def set_wandb_id(config: Namespace, run_id: str) -> None:
     loggers = config.get("trainer.logger")
     for entry in loggers if isinstance(loggers, list) else [loggers]:
@@ -229,9 +264,7 @@ def link_decoder_channels(config: Namespace) -> None:
 def link_class_names(config: Namespace) -> None:
     """A classifier's `class_names` and `num_classes` follow the data module's class names unless the config sets them.
 
-    (Links are applied here, before instantiation, rather than with `link_arguments`: with jsonargparse
-    4.53 a parse-time link into `model.init_args.model.init_args` was not applied, and one into the
-    decoder was lost when another nested override was given.)
+    (Set here rather than with `link_arguments`: see the module docstring.)
     """
     key = "model.init_args.model.init_args"
     names = data_class_names(config.get("data"))

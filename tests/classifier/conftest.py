@@ -79,11 +79,11 @@ def trained_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fit_run(tmp_path_factory, voc_root: Path) -> Path:
-    """`pv fit --config configs/classifier/debug.yaml` in-process on the shared VOC devkit; its run folder."""
+    """`pv fit --config configs/debug/classifier.yaml` in-process on the shared VOC devkit; its run folder."""
     from pv.cli import main
 
     root = tmp_path_factory.mktemp("fit")
-    config = REPO / "configs" / "classifier" / "debug.yaml"
+    config = REPO / "configs" / "debug" / "classifier.yaml"
     status = main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root), "--data.init_args.root", str(voc_root)])
     assert status == 0
     return root

@@ -14,7 +14,7 @@ from pv.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-DEBUG = str(CONFIGS / "debug.yaml")
+DEBUG = str(CONFIGS / "debug" / "decoder.yaml")
 
 
 def test_decoder_in_channels_follow_the_encoder_layer(tmp_path):
@@ -30,21 +30,107 @@ def test_typo_in_an_override_names_the_closest_key(capsys):
     assert "--model.init_args.decoder.init_args.widths" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["voc_resnet50.yaml", "voc_resnet50_fast.yaml", "imagenet_subset.yaml"])
+@pytest.mark.parametrize("name", ["voc_resnet50.yaml", "voc_resnet50_fast.yaml", "imagenet_subset.yaml", "voc_resnet18.yaml"])
 def test_paper_decoder_configs_require_the_classifier_checkpoint(name, capsys):
     assert main(["fit", "--config", str(CONFIGS / "decoder" / name), "--trainer.logger=false"]) == 2
     err = capsys.readouterr().err
     assert "--model.init_args.encoder.init_args.checkpoint=" in err and len(err.strip().splitlines()) == 1
 
 
+def composed(path: Path):
+    """A config with its included pieces (string values naming a .yaml file, relative to the including file) inlined."""
+
+    def inline(value, folder: Path):
+        if isinstance(value, str) and value.endswith(".yaml") and (folder / value).is_file():
+            return composed(folder / value)
+        if isinstance(value, dict):
+            return {key: inline(child, folder) for key, child in value.items()}
+        if isinstance(value, list):
+            return [inline(child, folder) for child in value]
+        return value
+
+    return inline(yaml.safe_load(path.read_text()), path.parent)
+
+
 def test_authors_settings_in_the_paper_config():
-    config = yaml.safe_load((CONFIGS / "decoder" / "voc_resnet50.yaml").read_text())
+    config = composed(CONFIGS / "decoder" / "voc_resnet50.yaml")
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     assert model["optimizer"]["init_args"]["lr"] == 1e-4 and config["trainer"]["max_epochs"] == 100
     assert (data["batch_size"], data["image_size"], data["resize"], data["flip"], data["random_crop"]) == (32, 224, "whole", False, False)
     assert (data["train_split"], data["val_fraction"]) == ("trainval", 0.3)
-    imagenet = yaml.safe_load((CONFIGS / "decoder" / "imagenet_resnet50.yaml").read_text())
+    assert model["decoder"]["init_args"] == {"widths": [512, 512, 256, 128, 64], "convs_per_block": [2, 2, 2, 1, 1], "upsample_kernel": 2, "negative_slope": 0.0}
+    assert model["loss"]["init_args"] == {"weights": [0.2, 0.4, 0.4], "ssim_reduction": "sum"}
+    imagenet = composed(CONFIGS / "decoder" / "imagenet_resnet50.yaml")
     assert imagenet["model"]["init_args"]["encoder"]["init_args"] == {"arch": "resnet50", "layer": "layer4", "weights": "IMAGENET1K_V2", "checkpoint": None}
+    assert imagenet["model"]["init_args"]["decoder"] == model["decoder"] and imagenet["data"] == config["data"]
+
+
+def test_experiment_configs_include_the_shared_pieces_instead_of_repeating_them():
+    """Issue 9.5: logger and callbacks are written once (configs/logger, configs/callbacks) and included."""
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        if "world" in path.name:
+            continue  # the generated world's configs (CSV only, their own callbacks)
+        text = yaml.safe_load(path.read_text())
+        trainer = text.get("trainer") if isinstance(text, dict) else None
+        if not trainer or trainer.get("logger") in (None, False):
+            continue
+        assert isinstance(trainer["logger"], str) and (path.parent / trainer["logger"]).is_file(), path
+        assert "WandbLogger" not in path.read_text(), path
+    assert (CONFIGS / "debug" / "decoder.yaml").is_file() and (CONFIGS / "debug" / "classifier.yaml").is_file()
+    assert not (CONFIGS / "debug.yaml").exists() and not (CONFIGS / "classifier" / "debug.yaml").exists()
+
+
+def test_included_pieces_follow_the_run_folder_under_the_fit_subcommand(tmp_path, capsys):
+    """${....default_root_dir} in an included piece resolves to the command-line run folder, with `fit` too."""
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(CONFIGS / "decoder" / "voc_resnet50.yaml"), f"--trainer.default_root_dir={tmp_path}", "--print_config"])
+    assert done.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    wandb, csv = config["trainer"]["logger"]
+    assert wandb["class_path"].endswith("WandbLogger") and csv["class_path"].endswith("CSVLogger")
+    assert wandb["init_args"]["save_dir"] == csv["init_args"]["save_dir"] == wandb["init_args"]["name"] == str(tmp_path)
+    assert config["trainer"]["callbacks"][0]["init_args"]["dirpath"] == f"{tmp_path}/checkpoints"
+
+
+def test_resnet18_configs_pair_a_classifier_with_its_decoder(tmp_path):
+    """Issue 11.4: a ResNet-18 M and its decoder for machines without a GPU; the decoder inverts that M's layer4."""
+    classifier = composed(CONFIGS / "classifier" / "voc_resnet18.yaml")
+    decoder = composed(CONFIGS / "decoder" / "voc_resnet18.yaml")
+    assert classifier["model"]["init_args"]["model"]["init_args"]["arch"] == "resnet18"
+    encoder = decoder["model"]["init_args"]["encoder"]["init_args"]
+    assert (encoder["arch"], encoder["layer"], encoder["checkpoint"]) == ("resnet18", "layer4", "???")
+    assert classifier["auto_precision"] is decoder["auto_precision"] is True  # bf16 only where the CPU runs it fast
+    from tests.test_cli import random_classifier_checkpoint
+
+    checkpoint = random_classifier_checkpoint("resnet18", tmp_path)
+    cli = cli_main(["--config", str(CONFIGS / "decoder" / "voc_resnet18.yaml"), f"--model.init_args.encoder.init_args.checkpoint={checkpoint}",
+                    f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"], run=False)  # fmt: skip
+    assert cli.model.decoder.in_channels == cli.model.encoder.out_channels == 512
+    latent = cli.model.encoder(torch.rand(1, 3, 224, 224))
+    assert cli.model.decoder(latent).shape == (1, 3, 224, 224)
+    assert sum(p.numel() for p in cli.model.decoder.parameters()) < 5_000_000  # small enough for a CPU
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(["--data", str(CONFIGS / "data" / "voc.yaml"), "--data.init_args.root={tmp}/no_voc"], id="bad-data"),
+        pytest.param(["--model.init_args.encoder.init_args.checkpoint={tmp}/missing.ckpt"], id="bad-weights"),
+        pytest.param(["--data.init_args.image_size=48"], id="fails-in-sanity-check"),  # 48 px: decoder output 64 px
+    ],
+)
+def test_a_failed_start_leaves_no_offline_wandb_run(failure, tmp_path, monkeypatch):
+    """Issue 11.6: inputs are checked before W&B starts, and a start failing later (before its first training
+    step) removes the offline run it began, so `wandb sync` uploads only real runs."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = ["fit", "--config", DEBUG, f"--trainer.logger={CONFIGS / 'logger' / 'wandb.yaml'}", f"--trainer.default_root_dir={tmp_path}",
+            *[arg.format(tmp=tmp_path) for arg in failure]]  # fmt: skip
+    try:
+        assert main(args) == 2  # a user error, in one line
+    except (ValueError, OSError):  # an error that keeps its traceback (e.g. met during the sanity check)
+        pass
+    assert not list(tmp_path.rglob("offline-run-*")) and not list(tmp_path.rglob("*.wandb"))
 
 
 def test_checkpoint_of_another_backbone_gives_one_message_with_the_flag(tmp_path, capsys):

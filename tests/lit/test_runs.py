@@ -11,7 +11,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-DEBUG = str(REPO / "configs" / "debug.yaml")
+DEBUG = str(REPO / "configs" / "debug" / "decoder.yaml")
 
 
 def pv_command(*args: str) -> list[str]:
