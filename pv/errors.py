@@ -16,3 +16,15 @@ class CheckpointError(PVError, ValueError):
 
 class EncoderMismatchError(PVError, ValueError):
     """A decoder paired with a classifier whose latent it did not learn to invert."""
+
+
+class ConfigError(PVError, ValueError):
+    """A config field or command-line option with a value that cannot work."""
+
+
+class DataError(PVError, ValueError):
+    """A dataset, annotation or image the user pointed at that cannot be used."""
+
+
+class DataNotFoundError(PVError, FileNotFoundError):
+    """A dataset folder, split or file that is not where the user said."""

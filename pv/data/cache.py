@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pv.data.datamodules import ImageDataModule
 from pv.data.transforms import ImageTransform
+from pv.errors import ConfigError, DataNotFoundError
 
 
 def source_paths(dataset: Dataset) -> list[str] | None:
@@ -130,9 +131,9 @@ class CachedDataModule(pl.LightningDataModule):
         self.image_size = source.image_size
         self.cache_size = cache_size or source.image_size
         if self.cache_size < self.image_size:
-            raise ValueError(f"cache_size ({self.cache_size}) must be >= image_size ({self.image_size})")
+            raise ConfigError(f"cache_size ({self.cache_size}) must be >= image_size ({self.image_size})")
         if use_latents and (flip or (random_crop and self.cache_size > self.image_size)):
-            raise ValueError("use_latents needs un-augmented batches: set flip: false and random_crop: false")
+            raise ConfigError("use_latents needs un-augmented batches: set flip: false and random_crop: false")
         self.flip, self.random_crop, self.use_latents = flip, random_crop, use_latents
         self.batch_size, self.num_workers = source.batch_size, num_workers
 
@@ -159,12 +160,12 @@ class CachedDataModule(pl.LightningDataModule):
         """Cached latents must exist and come from the encoder being trained against (same config)."""
         folder = self.split_dir("train")
         if not (folder / "latents.npy").is_file():
-            raise FileNotFoundError(f"No cached latents in {folder}: run pv.data.cache.cache_latents first")
+            raise DataNotFoundError(f"No cached latents in {folder}: run pv.data.cache.cache_latents first")
         cached = json.loads((folder / "latents.json").read_text())
         model = self.trainer.lightning_module if self.trainer is not None else None
         encoder = getattr(getattr(model, "encoder", None), "config", None)
         if encoder is not None and (cached.get("encoder") != encoder or cached.get("image_size") != self.image_size):
-            raise ValueError(
+            raise ConfigError(
                 f"{folder / 'latents.npy'} holds latents of {cached.get('encoder')} at {cached.get('image_size')} px, but the model's "
                 f"encoder is {encoder} at {self.image_size} px: run cache_latents again for this encoder"
             )

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from pv.data.datasets import QUICKSTART_IMAGES, VOC_CLASSES, QuickstartDataset, image_folder, voc_dataset
 from pv.data.sampling import EpochShuffle, SeededSamples
 from pv.data.transforms import ImageTransform
+from pv.errors import ConfigError
 
 
 def seeded_split(length: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -85,7 +86,7 @@ class VOCDataModule(ImageDataModule):
                  val_fraction: float | None = None, split_seed: int = 0, class_names: list[str] | None = None, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         if val_fraction is not None and not 0 < val_fraction < 1:
-            raise ValueError(f"data.init_args.val_fraction must be in (0, 1) or null, got {val_fraction}")
+            raise ConfigError(f"data.init_args.val_fraction must be in (0, 1) or null, got {val_fraction}")
         self.root, self.year, self.download = root, year, download
         self.train_split, self.val_split = train_split, val_split
         self.val_fraction, self.split_seed = val_fraction, split_seed
@@ -117,9 +118,9 @@ class ImageFolderDataModule(ImageDataModule):
                  subset_size: int | None = None, subset_seed: int = 0, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise ConfigError(f"data.init_args.val_fraction must be in [0, 1), got {val_fraction}")
         if subset_size is not None and subset_size < 1:
-            raise ValueError(f"data.init_args.subset_size must be >= 1 or null, got {subset_size}")
+            raise ConfigError(f"data.init_args.subset_size must be >= 1 or null, got {subset_size}")
         self.root, self.val_root, self.val_fraction = root, val_root, val_fraction
         self.subset_size, self.subset_seed = subset_size, subset_seed
 

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from pv.data.images import UnreadableImageError, list_images, load_image, warn_skipped
 from pv.data.transforms import ImageTransform
+from pv.errors import DataError, DataNotFoundError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -18,7 +19,7 @@ VOC_CLASSES = (
 )  # fmt: skip
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(DataError):
     """A dataset with no usable images."""
 
 
@@ -64,10 +65,10 @@ def voc_labels(annotation: str | Path, classes: tuple[str, ...] = VOC_CLASSES) -
     try:
         names = [obj.findtext("name", "").strip() for obj in ET.parse(annotation).getroot().iter("object")]
     except ET.ParseError as err:
-        raise ValueError(f"Malformed VOC annotation {annotation}: {err}") from None
+        raise DataError(f"Malformed VOC annotation {annotation}: {err}") from None
     unknown = sorted(set(names) - set(classes))
     if unknown:
-        raise ValueError(f"Unknown class name(s) {unknown} in {annotation}; expected VOC classes {list(classes)}")
+        raise DataError(f"Unknown class name(s) {unknown} in {annotation}; expected VOC classes {list(classes)}")
     label = torch.zeros(len(classes))
     for name in names:
         label[classes.index(name)] = 1
@@ -94,14 +95,14 @@ def voc_dataset(root: str | Path, transform: ImageTransform, year: str = "2012",
     split_file = base / "ImageSets" / "Main" / f"{image_set}.txt"
     splits = voc_splits(root, year)
     if splits and not split_file.is_file() and not download:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"PASCAL VOC {year} has no split '{image_set}' ({split_file} is missing); the splits there are: "
             f"{', '.join(splits)}. Choose one with {split_option}"
         )
     try:
         voc = VOCDetection(str(root), year=year, image_set=image_set, download=download)
     except (RuntimeError, ValueError, OSError) as err:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"PASCAL VOC {year} '{image_set}' not found: expected {split_file} and {base}/JPEGImages/. "
             f"Set data.init_args.root to the folder holding VOCdevkit/, or download: true ({err})"
         ) from None

@@ -8,10 +8,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from pv.errors import DataError, DataNotFoundError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(DataError):
     """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
@@ -63,7 +65,7 @@ def list_images(root: str | Path) -> list[Path]:
     """Every image file under `root`, recursively, sorted; a clear error if the folder is missing."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"Image folder not found: {root}")
+        raise DataNotFoundError(f"Image folder not found: {root}")
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from pv.data.images import to_tensor
+from pv.errors import ConfigError
 
 RESIZE_MODES = ("whole", "crop")
 
@@ -25,9 +26,9 @@ class ImageTransform:
     def __init__(self, image_size: int = 224, train: bool = False, random_crop: bool = True, flip: bool = True,
                  resize_scale: float = 1.0, resize: Literal["whole", "crop"] = "whole"):  # fmt: skip
         if resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+            raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         if image_size < 1 or resize_scale < 1:
-            raise ValueError(f"image_size must be >= 1 and resize_scale >= 1, got {image_size} and {resize_scale}")
+            raise ConfigError(f"image_size must be >= 1 and resize_scale >= 1, got {image_size} and {resize_scale}")
         self.image_size, self.resize = image_size, resize
         size = int(round(image_size * resize_scale))
         steps: list = [v2.Resize((size, size) if resize == "whole" else size, antialias=True)]
