@@ -219,15 +219,16 @@ class LayerSaliency(Saliency):
     def activations_and_gradients(self, images: torch.Tensor, targets: TargetsLike) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer's activations A (B, C, h, w) and d logit_target / dA, from one forward and one backward."""
         images = images.detach().requires_grad_(True)  # so A has a graph even with frozen weights
-        with torch.enable_grad(), LayerRecorder(self.layer, clone=True) as recorder:
-            logits = self.model(images)  # (B, K)
-            activations = recorder.output
-        if activations is None or activations.dim() != 4:
-            got = "nothing" if activations is None else f"shape {tuple(activations.shape)}"
-            raise ValueError(f"Layer {self.layer_name!r} must output a feature map (B, C, h, w); got {got}")
-        if self._num_classes is None:
-            self._num_classes = logits.shape[1]
-        targets = as_targets(targets, len(images), self._num_classes, images.device)
-        score = logits.gather(1, targets[:, None]).sum()  # images are independent in eval mode
-        (gradients,) = torch.autograd.grad(score, activations)
+        with torch.enable_grad():  # also under a caller's no_grad (e.g. Lightning's predict loop)
+            with LayerRecorder(self.layer, clone=True) as recorder:
+                logits = self.model(images)  # (B, K)
+                activations = recorder.output
+            if activations is None or activations.dim() != 4:
+                got = "nothing" if activations is None else f"shape {tuple(activations.shape)}"
+                raise ValueError(f"Layer {self.layer_name!r} must output a feature map (B, C, h, w); got {got}")
+            if self._num_classes is None:
+                self._num_classes = logits.shape[1]
+            targets = as_targets(targets, len(images), self._num_classes, images.device)
+            score = logits.gather(1, targets[:, None]).sum()  # images are independent in eval mode
+            (gradients,) = torch.autograd.grad(score, activations)
         return activations.detach(), gradients.detach()

@@ -45,6 +45,16 @@ def test_maps_are_normalised_at_input_size(name, batch, tiny_net):
 
 
 @pytest.mark.parametrize("name", sorted(SALIENCY))
+def test_methods_work_under_a_callers_no_grad(name, tiny_net):
+    """Lightning's predict loop runs steps under torch.no_grad: gradient methods must still get gradients."""
+    method = SALIENCY[name](tiny_net, **FAST_OPTIONS.get(name, {}))
+    images, targets = images_for(2), torch.tensor([1, 3])
+    expected = method(images, targets)
+    with torch.no_grad():
+        torch.testing.assert_close(method(images, targets), expected)
+
+
+@pytest.mark.parametrize("name", sorted(SALIENCY))
 def test_target_out_of_range(name, tiny_net):
     method = SALIENCY[name](tiny_net, **FAST_OPTIONS.get(name, {}))
     with pytest.raises(ValueError, match="target index 5 .*out of range.*5 classes"):

@@ -4,6 +4,7 @@ import torch
 import yaml
 
 from pv.models import Decoder
+from tests.config_files import composed
 
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def test_per_block_convolutions_and_kernel_2_double_the_size_each_block():
 
 
 def test_paper_config_builds_the_authors_decoder_of_16_7_million_parameters():
-    config = yaml.safe_load((CONFIGS / "decoder" / "voc_resnet50.yaml").read_text())
+    config = composed(CONFIGS / "decoder" / "voc_resnet50.yaml")
     decoder = Decoder(**config["model"]["init_args"]["decoder"]["init_args"])
     count = sum(p.numel() for p in decoder.parameters())
     print(f"authors' decoder: {count:,} parameters")

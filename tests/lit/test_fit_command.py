@@ -11,6 +11,7 @@ import yaml
 from pv.cli import main
 from pv.commands.fit import AtomicCheckpointIO, cli_main, readable_checkpoint, resolve_last
 from pv.errors import CheckpointError
+from tests.config_files import composed
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -35,21 +36,6 @@ def test_paper_decoder_configs_require_the_classifier_checkpoint(name, capsys):
     assert main(["fit", "--config", str(CONFIGS / "decoder" / name), "--trainer.logger=false"]) == 2
     err = capsys.readouterr().err
     assert "--model.init_args.encoder.init_args.checkpoint=" in err and len(err.strip().splitlines()) == 1
-
-
-def composed(path: Path):
-    """A config with its included pieces (string values naming a .yaml file, relative to the including file) inlined."""
-
-    def inline(value, folder: Path):
-        if isinstance(value, str) and value.endswith(".yaml") and (folder / value).is_file():
-            return composed(folder / value)
-        if isinstance(value, dict):
-            return {key: inline(child, folder) for key, child in value.items()}
-        if isinstance(value, list):
-            return [inline(child, folder) for child in value]
-        return value
-
-    return inline(yaml.safe_load(path.read_text()), path.parent)
 
 
 def test_authors_settings_in_the_paper_config():
