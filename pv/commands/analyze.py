@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from pv.commands.common import (
-    CommandParser, UsageError, add_job_arguments, input_size_of, non_negative_int, positive_int, prepare_output_dir, probabilities, user_errors,
+    CommandParser, UsageError, add_job_arguments, add_precision_argument, input_size_of, non_negative_int, positive_int, prepare_output_dir,
+    probabilities, user_errors,
 )  # fmt: skip
 from pv.data.predictions import PROB_PREFIX
 from pv.errors import PVError
@@ -45,6 +46,7 @@ def parser() -> CommandParser:
     p.add_argument("--num-workers", type=non_negative_int, help="override the data config's loader workers")
     p.add_argument("--out", default="runs/analysis", help="output folder")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    add_precision_argument(p)
     add_job_arguments(p, workers=False)
     return p
 
@@ -88,11 +90,12 @@ def load_datamodule(config: str | Path, overrides: dict):
 
 def main(argv: list[str] | None = None) -> int:
     from pv.analysis import plot_confusion, resolve_class_names, split_dataset, summarize, write_outputs
-    from pv.commands.common import devices_from_arguments, output_name, params_sha256
+    from pv.commands.common import MODEL, devices_from_arguments, job_device, output_name, params_sha256, resolve_precisions
     from pv.data.predictions import make_rows
     from pv.data.results import ImageItem, ResultStore
     from pv.lit.predict import is_main_process, run_images
     from pv.models import Classifier
+    from pv.models.precision import autocast
 
     args = parser().parse_args(argv)
     if not 0 < args.threshold < 1:
@@ -113,17 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     with user_errors():
         class_names = resolve_class_names(model, num_labels, args.checkpoint, datamodule.class_names)
     activation = getattr(model, "activation", "sigmoid")
+    precision = resolve_precisions(args.precision, job_device(where), announce=is_main_process())[MODEL]
+    where.precision = precision
     store = ResultStore(out, "analyze")
     fingerprint = {"classifier": {"name": str(args.checkpoint), "params_sha256": params_sha256(model)},
-                   "settings": {"image_size": image_size, "activation": activation, "classes": class_names}}  # fmt: skip
+                   "settings": {"image_size": image_size, "activation": activation, "classes": class_names, "precision": precision}}  # fmt: skip
     store.check_manifest(fingerprint, write=is_main_process())
     root = Path(datamodule.root)
     items = [ImageItem(i, Path(p), output_name(Path(p), root), {"label": dataset.labels[i]}) for i, p in enumerate(dataset.paths)]
 
     def step(images, batch_items: list[dict]) -> list[dict]:
-        """Probabilities (float64, the classifier's own activation) per image."""
-        with torch.no_grad():
-            probs = probabilities(model(images).double(), activation)  # (B, C)
+        """Probabilities (float64 from the logits, the classifier's own activation) per image."""
+        with torch.no_grad(), autocast(precision, images.device):
+            logits = model(images)  # (B, C), bf16 under --precision bf16
+        probs = probabilities(logits.double(), activation)  # (B, C)
         return [{"probabilities": p} for p in probs]
 
     def finish(item: dict, payload: dict) -> dict:

@@ -243,8 +243,11 @@ def add_saliency_arguments(parser: argparse.ArgumentParser) -> None:
     """Saliency options shared by `pv explain` and `pv evaluate-explanations`; each method takes those it accepts."""
     group = parser.add_argument_group("saliency options (each method uses the ones it accepts)")
     group.add_argument("--layer", help="layer for the layer-based methods (Grad-CAM, ...); default: the last conv block, e.g. layer4")
-    group.add_argument("--internal-batch-size", type=positive_int, default=64, help="model batch for IG steps, LIME perturbations, deletion steps")
-    group.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients: integration steps")
+    group.add_argument(
+        "--internal-batch-size", type=positive_int,
+        help=f"model batch for IG steps, LIME perturbations, deletion steps; default: sized to fit memory (pv.explain.batching; deletion steps: {DELETION_BATCH})",
+    )  # fmt: skip
+    group.add_argument("--ig-steps", type=positive_int, help=f"Integrated Gradients: integration steps; default: {ig_default_steps()}")
     group.add_argument("--ig-baseline", choices=("black", "blurred"), default="black", help="Integrated Gradients: baseline image")
     group.add_argument("--lime-samples", type=positive_int, default=256, help="LIME: perturbed samples per image")
     group.add_argument("--lime-segments", type=positive_int, default=50, help="LIME: superpixels per image")
@@ -254,8 +257,24 @@ def add_saliency_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="random seed (LIME samples)")
 
 
+DELETION_BATCH = 64  # deletion / insertion steps per model call without --internal-batch-size
+
+
+def ig_default_steps() -> str:
+    """Integrated Gradients' own default steps, from its signature (and the completeness check that adds steps)."""
+    from pv.explain import SALIENCY
+
+    options = SALIENCY["ig"].options()
+    text = f"{options['n_steps'].default} (the method's own)"
+    tolerance = options.get("completeness_tolerance")
+    if tolerance is not None and tolerance.default is not None:
+        text += f", doubled per image while its completeness error exceeds {100 * tolerance.default:g}%%"  # %%: argparse help
+    return text
+
+
 def saliency_options(args: argparse.Namespace, activation: str | None = None) -> dict:
-    """Every option the command line sets, by constructor name; `build_saliency` passes each method those it accepts."""
+    """Every option the command line sets, by constructor name; `build_saliency` passes each method those it accepts.
+    Options left unset (None: --ig-steps, --internal-batch-size) are left out, so each method keeps its own default."""
     options = {
         "blur_sigma": args.blur, "tv_weight": args.tv, "normalization": args.normalization,
         "n_steps": args.ig_steps, "baseline": args.ig_baseline, "internal_batch_size": args.internal_batch_size,
@@ -273,6 +292,59 @@ def make_saliency(name: str, model: nn.Module, options: dict):
 
     with user_errors():
         return build_saliency(name, model, **options)
+
+
+# --- numeric precision (pv.models.precision): bf16 autocast where the device computes it natively ---
+
+PRECISION_HELP = (
+    "auto: bf16 autocast where the device computes bf16 natively (a CUDA GPU with bf16, a CPU with AMX or AVX-512 BF16), "
+    "fp32 otherwise, and methods that fail their bf16 accuracy guard (ig) stay fp32; 32: fp32 throughout; bf16: bf16 "
+    "autocast for every model call. Maps, probabilities and everything written are fp32 either way"
+)
+
+
+def precision_name(text: str) -> str:
+    """--precision: auto, 32 or bf16 (also fp32, 32-true, bf16-mixed), checked while parsing."""
+    from pv.models.precision import ALIASES, PRECISIONS
+
+    name = ALIASES.get(text.strip().lower(), text.strip().lower())
+    if name not in PRECISIONS:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(PRECISIONS)}, got {text!r}")
+    return name
+
+
+precision_name.__name__ = "precision"
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", type=precision_name, default="auto", metavar="{auto,32,bf16}", help=PRECISION_HELP)
+
+
+def job_device(where) -> torch.device:
+    """The kind of device a job's models run on (`pv.lit.predict.Devices`): what --precision auto decides for."""
+    accelerator = str(where.accelerator).lower()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device(accelerator if accelerator in ("cpu", "mps") else "cpu")
+
+
+MODEL = "model"  # the precision key of plain model calls (scores, deletion curves, featvis)
+
+
+def resolve_precisions(flag: str, device: torch.device, methods: Sequence[str] = (), announce: bool = True) -> dict[str, str]:
+    """"32" or "bf16" for plain model calls (key MODEL) and for each saliency method (`auto` keeps the methods in
+    `FP32_UNDER_AUTO` in fp32); with `announce`, prints what was picked and why (one line, plus one per method that differs)."""
+    from pv.models.precision import describe_precision, resolve_precision
+
+    chosen = {MODEL: resolve_precision(flag, device)} | {name: resolve_precision(flag, device, method=name) for name in methods}
+    if announce:
+        shown = describe_precision(flag, device)
+        print(shown)
+        for name in dict.fromkeys(methods):
+            line = describe_precision(flag, device, method=name)
+            if line != shown:
+                print(f"{name}: {line}")
+    return chosen
 
 
 # --- decoders ---

@@ -13,12 +13,14 @@ from pv.commands.common import (
     add_saliency_arguments, check_latent_size, classifier_from_arguments, classifier_name, input_size_of, make_saliency,
     make_visualizer, parse_list, positive_int, prepare_output_dir, probabilities, saliency_names,
     saliency_options, add_job_arguments, devices_from_arguments, params_sha256, settings_of, output_name,
+    add_precision_argument, job_device, resolve_precisions, DELETION_BATCH, MODEL,
 )  # fmt: skip
 from pv.data.batches import NoImagesError, image_paths, image_transform
 from pv.data.results import ImageItem, ResultStore
 from pv.lit.predict import is_main_process, run_images
 from pv.explain.evaluate import MODES, auc, curves_figure, decoder_metrics, deletion_insertion_curves, write_table
 from pv.explain.figures import Entry, write_index
+from pv.models.precision import autocast
 
 PV = "pv"
 
@@ -41,6 +43,7 @@ def parser() -> CommandParser:
     p.add_argument("--limit", type=positive_int, help="use only the first N images (default: all)")
     add_image_arguments(p)
     add_saliency_arguments(p)
+    add_precision_argument(p)
     add_job_arguments(p)
     return p
 
@@ -74,29 +77,43 @@ def main(argv: list[str] | None = None) -> int:
     layers = {s.layer_name for s in saliencies.values() if getattr(s, "layer_name", None)} | ({visualizer.latent_name} if visualizer else set())
     for layer in sorted(layers):
         check_latent_size(model, layer, image_size)
+    # the deletion / insertion curves and the decoder run as plain model calls; "pv" takes --pv-saliency's precision
+    precisions = resolve_precisions(args.precision, job_device(where), list(saliencies) + ([args.pv_saliency] if PV in methods else []),
+                                    announce=is_main_process())  # fmt: skip
+    method_precision = {name: precisions[args.pv_saliency if name == PV else name] for name in methods}
+    where.precision = "bf16" if "bf16" in precisions.values() else "32"
+    deletion_batch = args.internal_batch_size or DELETION_BATCH
     store = ResultStore(out, "evaluate-explanations")
     fingerprint = {
         "classifier": {"name": classifier_name(args), "params_sha256": params_sha256(model)},
         "decoders": {Path(args.decoder).name: params_sha256(visualizer.decoder)} if visualizer else {},
-        "settings": settings_of(args, SETTINGS) | {"image_size": image_size, "activation": activation},
+        "settings": settings_of(args, SETTINGS) | {"image_size": image_size, "activation": activation, "precision": precisions},
     }
     store.check_manifest(fingerprint, write=is_main_process())
 
     def step(images: torch.Tensor, items: list[dict]) -> list[dict]:
         """Deletion / insertion curves of each method for the top class, and the decoder's metrics, per image."""
-        with torch.no_grad():
-            targets = probabilities(model(images), activation).argmax(1)  # (B,) explain the top class
-        maps_by_method = {name: method(images, targets) for name, method in saliencies.items()}  # (B, 1, H, W) each
+        with torch.no_grad(), autocast(precisions[MODEL], images.device):
+            logits = model(images)  # (B, K)
+        targets = probabilities(logits, activation).argmax(1)  # (B,) explain the top class
+        maps_by_method = {}  # name -> (B, 1, H, W) in [0, 1], normalised in fp32 (outside autocast)
+        for name, method in saliencies.items():
+            with autocast(precisions[name], images.device):
+                raw = method.attribute(images, targets)
+            maps_by_method[name] = method.to_maps(raw.float(), images.shape[-2:])
         if PV in methods:
-            maps_by_method[PV] = visualizer(images, targets)["saliency"][:, 0]  # (B, 1, H, W): the mask PV shows
-        curves = {
-            name: {
-                mode: deletion_insertion_curves(model, images, maps_by_method[name], targets, mode=mode, n_steps=args.steps,
-                                                batch_size=args.internal_batch_size, activation=activation)  # (B, T)
-                for mode in MODES
-            }
-            for name in methods
-        }  # fmt: skip
+            with autocast(method_precision[PV], images.device):
+                maps_by_method[PV] = visualizer(images, targets)["saliency"][:, 0].float()  # (B, 1, H, W): the mask PV shows
+        with autocast(precisions[MODEL], images.device):  # the scores along each curve are fp32 (probabilities of fp32 logits)
+            curves = {
+                name: {
+                    mode: deletion_insertion_curves(model, images, maps_by_method[name], targets, mode=mode, n_steps=args.steps,
+                                                    batch_size=deletion_batch, activation=activation)  # (B, T)
+                    for mode in MODES
+                }
+                for name in methods
+            }  # fmt: skip
+        # the decoder's metrics (SSIM, PSNR, latent errors) compare fp32 tensors: measured in fp32 whatever --precision
         metrics = decoder_metrics(visualizer, images) if visualizer is not None else {}  # name -> (B,)
         return [
             {"target": targets[i], "curves": {n: {m: c[i] for m, c in by_mode.items()} for n, by_mode in curves.items()},

@@ -13,13 +13,14 @@ from pv.commands.common import (
     add_saliency_arguments, check_latent_size, classifier_from_arguments, classifier_name, display_name, input_size_of,
     make_saliency, make_visualizer, output_name, parse_list, prepare_output_dir, probabilities,
     saliency_names, saliency_options, saliency_title, training_data_label, unit_float, positive_int, add_job_arguments,
-    devices_from_arguments, params_sha256, settings_of,
+    devices_from_arguments, params_sha256, settings_of, add_precision_argument, job_device, resolve_precisions, MODEL,
 )  # fmt: skip
 from pv.data.batches import NoImagesError, image_paths, image_transform
 from pv.data.results import ImageItem, ResultStore
 from pv.lit.predict import is_main_process, run_images
 from pv.explain.figures import ColorBar, Entry, Row, grid_figure, write_index
 from pv.explain.overlay import heatmap_overlay
+from pv.models.precision import autocast
 
 PV_METHODS = ("pv", "cpv")
 
@@ -45,6 +46,7 @@ def parser() -> CommandParser:
     p.add_argument("--topk", type=positive_int, default=3, help="explain the k most probable classes of each image")
     add_image_arguments(p)
     add_saliency_arguments(p)
+    add_precision_argument(p)
     p.add_argument("--predictions", metavar="CSV", help="pv analyze's predictions.csv: adds each image's true classes and bucket to the index, the gallery filters and W&B")
     add_job_arguments(p)
     p.add_argument("--colormap", default="jet", help="matplotlib colormap of the heat maps")
@@ -123,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     layers = {v.latent_name for v in visualizers} | {s.layer_name for s in saliencies.values() if getattr(s, "layer_name", None)}
     for layer in sorted(layers):
         check_latent_size(model, layer, image_size)
+    # "pv" runs the decoder and --pv-saliency together: it takes that method's precision
+    precisions = resolve_precisions(args.precision, job_device(where), list(baselines) + ([args.pv_saliency] if visualizers else []),
+                                    announce=is_main_process())  # fmt: skip
+    pv_precision = precisions[args.pv_saliency] if visualizers else precisions[MODEL]
+    where.precision = "bf16" if "bf16" in precisions.values() else "32"
     store = ResultStore(out, "explain")
     fingerprint = {
         "classifier": {"name": classifier_name(args), "params_sha256": params_sha256(model)},
         "decoders": {label: params_sha256(v.decoder) for label, v in zip(labels, visualizers)},
-        "settings": settings_of(args, SETTINGS) | {"image_size": image_size, "activation": activation},
+        "settings": settings_of(args, SETTINGS) | {"image_size": image_size, "activation": activation, "precision": precisions},
     }
     store.check_manifest(fingerprint, write=is_main_process())
 
@@ -146,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def step(images: torch.Tensor, items: list[dict]) -> list[dict]:
         """The model work for one batch (on the rank's device): scores, maps, reconstructions and figure panels."""
-        with torch.no_grad():
-            probs = probabilities(model(images), activation)  # (B, K)
+        with torch.no_grad(), autocast(precisions[MODEL], images.device):
+            logits = model(images)  # (B, K)
+        probs = probabilities(logits, activation)  # (B, K) fp32
         top_p, top_c = probs.topk(min(args.topk, probs.shape[1]), dim=1)  # (B, k)
         b, k = top_c.shape
         panels: dict[str, torch.Tensor] = {}  # column -> (B, k, 3, H, W)
@@ -155,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         raws: dict[str, torch.Tensor] = {}  # method -> (B, k, c, h, w)
         reconstructions: dict[str, torch.Tensor] = {}  # decoder label -> (B, 3, H, W)
         for index, (visualizer, label) in enumerate(zip(visualizers, labels)):
-            result = visualizer(images, top_c, class_discriminative="cpv" in methods)
+            with autocast(pv_precision, images.device):
+                result = visualizer(images, top_c, class_discriminative="cpv" in methods)
+            result = {key: value.float() if value.is_floating_point() else value for key, value in result.items()}  # fp32 out
             suffix = f"\n({label})" if len(visualizers) > 1 else ""
             if index == 0:
                 maps[args.pv_saliency], raws[args.pv_saliency] = result["saliency"], result["raw"]
@@ -166,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             if "cpv" in methods:
                 panels[f"class PV{suffix}"] = result["class_pv"]
         for name, method in saliencies.items():
-            raw = method.attribute_multi(images, top_c)  # (B, k, c, h, w)
+            with autocast(precisions[name], images.device):
+                raw = method.attribute_multi(images, top_c).float()  # (B, k, c, h, w)
             maps[name] = method.to_maps(raw.flatten(0, 1), images.shape[-2:]).view(b, k, 1, *images.shape[-2:])
             raws[name] = raw
             panels[saliency_title(name)] = overlay_maps(images, maps[name], args.colormap, args.alpha)

@@ -1,6 +1,7 @@
 """`pv featvis`: feature visualization (multi-scale gradient ascent) of a layer, its channels or class logits."""
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 
 from pv.commands.common import (
     CommandParser, UsageError, add_classifier_arguments, classifier_from_arguments, parse_indices, positive_int,
-    non_negative_float, non_negative_int, prepare_output_dir, resolve_device, user_errors,
+    non_negative_float, non_negative_int, prepare_output_dir, resolve_device, user_errors, add_precision_argument, resolve_precisions, MODEL,
 )  # fmt: skip
 from pv.data.images import UnreadableImageError, load_image
 from pv.data.transforms import ImageTransform
@@ -17,6 +18,7 @@ from pv.errors import PVError
 from pv.explain.featvis import feature_visualization, objective_value
 from pv.explain.figures import Entry, Row, grid_figure, save_png, write_index
 from pv.explain.saliency import default_layer, resolve_layer
+from pv.models.precision import autocast, prepare_model
 
 MIN_SIZE = 16  # the smallest octave featvis optimises
 
@@ -51,6 +53,7 @@ def parser() -> CommandParser:
     p.add_argument("--blur", type=non_negative_float, default=0.5, help="Gaussian blur sigma after each step")
     p.add_argument("--jitter", type=non_negative_int, default=4, help="random shift (pixels) each step")
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise and the jitter")
+    add_precision_argument(p)
     return p
 
 
@@ -60,6 +63,23 @@ def layer_label(name: str) -> str:
         if name.startswith(prefix):
             return name[len(prefix):]
     return name
+
+
+def forward_in_precision(model: torch.nn.Module, precision: str, device: torch.device) -> torch.nn.Module:
+    """`model` whose forward runs in `autocast(precision)`; the image being optimised, its normalised gradient steps
+    and the blur stay fp32 outside it (autocast around the whole ascent would blur and step in bf16). Layer names and
+    hooks are unchanged: the instance's own `forward` wraps the class's."""
+    if precision == "32":
+        return model
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def autocast_forward(*args, **kwargs):
+        with autocast(precision, device):
+            return forward(*args, **kwargs)
+
+    model.forward = autocast_forward
+    return model
 
 
 def file_name(label: str) -> str:
@@ -74,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--size must be at least {MIN_SIZE} px, got {args.size}")
     out = prepare_output_dir(args.out)
     device = resolve_device(args.device)
-    model = classifier_from_arguments(args, device)
+    precision = resolve_precisions(args.precision, device)[MODEL]
+    model = forward_in_precision(prepare_model(classifier_from_arguments(args, device), precision, device), precision, device)
     class_names = list(getattr(model, "class_names", []))
 
     objective: dict = {}
@@ -115,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         results = feature_visualization(
             model, image=image, batch_size=count, size=args.size, octaves=args.octaves, growth=args.growth, steps=args.steps,
             lr=args.lr, blur_sigma=args.blur, jitter=args.jitter, seed=args.seed, progress=True, **objective,
-        )  # fmt: skip
-    scores = objective_value(model, results, **objective).tolist()
+        ).float()  # fmt: skip
+    scores = objective_value(model, results, **objective).float().tolist()
     entries = []
     for label, picture, score in zip(labels, results, scores):
         entries.append(Entry(save_png(picture, out / f"{file_name(label)}.png"), label, f"objective {score:.4g}"))

@@ -8,6 +8,11 @@ A command gives:
   (`files`: name -> path under the output folder, plus anything the merged index should hold).
 `run_images` skips what the output folder already holds (`pv.data.results.ResultStore`), predicts the rest,
 and each rank's `ShardWriter` writes one shard per batch; rank 0 then merges (the command does that).
+
+Precision: the Trainer stays at 32-true (fp32 weights, no global autocast). Each model is prepared on the rank's
+device for `Devices.precision` (`pv.models.precision.prepare_model`: channels_last where that is faster), and the
+command's `step` wraps each model call in `pv.models.precision.autocast` with that call's precision (a method
+that fails its bf16 guard stays fp32 while the others run in bf16). Payloads come back in fp32 (`to_cpu`).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from tqdm.auto import tqdm
 
 from pv.data.batches import ImageItemsDataset, collate_items
 from pv.data.results import ImageItem, ResultStore, run_token
+from pv.models.precision import prepare_model
 
 Step = Callable[[torch.Tensor, list[dict]], list[dict]]
 Finish = Callable[[dict, dict], dict]
@@ -40,10 +46,15 @@ def is_main_process() -> bool:
 class ImageJob(pl.LightningModule):
     """Holds the job's models (so Lightning puts them on the rank's device) and runs `step` on each batch."""
 
-    def __init__(self, step: Step, models: dict[str, nn.Module]):
+    def __init__(self, step: Step, models: dict[str, nn.Module], precision: str = "32"):
         super().__init__()
         self.models = nn.ModuleDict(models)
-        self.step = step
+        self.step, self.precision = step, precision
+
+    def on_predict_start(self) -> None:
+        """The models are on the rank's device now: eval mode, channels_last where faster for `precision`."""
+        for model in self.models.values():
+            prepare_model(model, self.precision, self.device)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         readable = [item for item in batch["items"] if item["error"] is None]
@@ -54,9 +65,13 @@ class ImageJob(pl.LightningModule):
 
 
 def to_cpu(value):
-    """Tensors (also inside dicts / lists) detached, on the CPU and cloned: each holds only its own storage."""
+    """Tensors (also inside dicts / lists) detached, on the CPU and cloned: each holds only its own storage.
+    bf16 / fp16 tensors (from autocast) become fp32: everything a command writes is at least fp32."""
     if torch.is_tensor(value):
-        return value.detach().to("cpu", copy=True).clone()
+        value = value.detach().to("cpu", copy=True)
+        if value.is_floating_point() and torch.finfo(value.dtype).bits < 32:
+            value = value.float()
+        return value.clone(memory_format=torch.contiguous_format)
     if isinstance(value, dict):
         return {key: to_cpu(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -107,13 +122,14 @@ class ImagesProgress(Callback):
 
 @dataclass
 class Devices:
-    """Where the job runs (Lightning Trainer arguments)."""
+    """Where the job runs (Lightning Trainer arguments) and the precision its models are prepared for
+    ("32" or "bf16": the memory format; the step autocasts, the Trainer itself stays 32-true)."""
 
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
-    precision: str | None = None
+    precision: str = "32"
 
 
 @contextlib.contextmanager
@@ -164,15 +180,14 @@ def run_images(
         ImageItemsDataset(todo, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=collate_items, persistent_workers=False,
     )  # fmt: skip
-    options = {"precision": where.precision} if where.precision else {}
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator=where.accelerator, devices=where.devices, strategy=where.strategy, num_nodes=where.num_nodes,
             logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
             inference_mode=False, default_root_dir=str(store.out), use_distributed_sampler=True,
-            callbacks=[ShardWriter(store, finish), ImagesProgress(len(todo), description)], **options,
+            callbacks=[ShardWriter(store, finish), ImagesProgress(len(todo), description)], precision="32-true",
         )  # fmt: skip
-        trainer.predict(ImageJob(step, models), loader, return_predictions=False)
+        trainer.predict(ImageJob(step, models, where.precision), loader, return_predictions=False)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()  # every rank has written (barrier): rank 0 merges alone
     return JobResult(trainer.is_global_zero, len(done), len(todo))

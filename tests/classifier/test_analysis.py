@@ -217,3 +217,17 @@ def test_unreadable_image_is_named_and_gives_no_repeated_row(trained_checkpoint,
     assert len(ids) == len(set(ids)) == 7 and "000004" not in ids
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_images"] == sum(summary["buckets"].values()) == 7
+
+
+def test_precision_flag_says_what_it_ran_and_probabilities_stay_close(trained_checkpoint, voc_root, tmp_path, capsys):
+    """Issue 13.1: `--precision` on pv analyze; bf16 logits give fp32 probabilities close to fp32's, and each run
+    prints the precision it used."""
+    args = ["--checkpoint", str(trained_checkpoint), "--data", VOC_DATA, "--root", str(voc_root), "--split", "trainval", *TINY]
+    probabilities = {}
+    for precision in ("32", "bf16"):
+        assert main([*args, "--precision", precision, "--out", str(tmp_path / precision)]) == 0
+        assert f"precision {precision} (asked for) on cpu" in capsys.readouterr().out
+        _, json_rows, summary = read_outputs(tmp_path / precision)
+        probabilities[precision] = torch.tensor([[row[f"prob_{name}"] for name in VOC_CLASSES] for row in json_rows])
+    assert probabilities["32"].shape == probabilities["bf16"].shape == (8, len(VOC_CLASSES))
+    assert (probabilities["32"] - probabilities["bf16"]).abs().max() < 0.05
