@@ -316,8 +316,8 @@ def precision_name(text: str) -> str:
 precision_name.__name__ = "precision"
 
 
-def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", type=precision_name, default="auto", metavar="{auto,32,bf16}", help=PRECISION_HELP)
+def add_precision_argument(parser: argparse.ArgumentParser, default: str = "auto", why: str = "") -> None:
+    parser.add_argument("--precision", type=precision_name, default=default, metavar="{auto,32,bf16}", help=PRECISION_HELP + why)
 
 
 def job_device(where) -> torch.device:

@@ -117,6 +117,7 @@ class PerceptionVisualizer:
         b, k = targets.shape
         reconstruction = self.reconstruct(images, latent)  # (B, 3, H, W)
         maps = self.saliency.to_maps(raw.flatten(0, 1), size, self.normalization)  # (B*K, 1, H, W)
+        reconstruction = reconstruction.float()  # PV is composed in fp32 whatever the models ran in
         pv = perception_visualization(reconstruction.repeat_interleave(k, dim=0), maps)  # (B*K, 3, H, W)
         out = {
             "targets": targets,

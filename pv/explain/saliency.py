@@ -174,10 +174,11 @@ class Saliency:
     def to_maps(self, attribution: torch.Tensor, size: tuple[int, int], normalization: str | None = None) -> torch.Tensor:
         """Raw attribution (N, C, h, w) -> maps (N, 1, H, W) in [0, 1]: reduce, upsample, post-process,
         normalise (`normalization`, default: the method's own)."""
-        maps = self.reduce(attribution).float()  # (N, 1, h, w)
-        if maps.shape[-2:] != tuple(size):
-            maps = upsample_maps(maps, tuple(size))  # (N, 1, H, W)
-        return self.postprocess(maps, normalization)
+        with torch.autocast(attribution.device.type, enabled=False):  # fp32 maps even inside a caller's bf16 autocast
+            maps = self.reduce(attribution.float())  # (N, 1, h, w)
+            if maps.shape[-2:] != tuple(size):
+                maps = upsample_maps(maps, tuple(size))  # (N, 1, H, W)
+            return self.postprocess(maps, normalization)
 
     def attribute_multi(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Raw attributions for K classes per image: targets (B, K) -> (B, K, C, h, w).

@@ -231,3 +231,10 @@ def test_precision_flag_says_what_it_ran_and_probabilities_stay_close(trained_ch
         probabilities[precision] = torch.tensor([[row[f"prob_{name}"] for name in VOC_CLASSES] for row in json_rows])
     assert probabilities["32"].shape == probabilities["bf16"].shape == (8, len(VOC_CLASSES))
     assert (probabilities["32"] - probabilities["bf16"]).abs().max() < 0.05
+
+
+def test_analyze_defaults_to_fp32_so_buckets_do_not_depend_on_the_cpu():
+    """The buckets feed the study: `auto` would run bf16 on AMX / AVX-512 BF16 CPUs and move probabilities."""
+    from pv.commands.analyze import parser
+
+    assert parser().get_default("precision") == "32"

@@ -195,3 +195,14 @@ def test_decoder_training_guard():
 
     fp32, bf16 = train(False), train(True)
     assert abs(bf16 - fp32) <= 0.05 * fp32, (fp32, bf16)
+
+
+def test_maps_are_post_processed_in_fp32_inside_a_bf16_autocast(classifier, photos):
+    """A caller's autocast (the commands wrap each step in it) must not push the blur and normalisation into bf16."""
+    method = build_saliency("gradcam", classifier, blur_sigma=2.0)
+    raw = method.attribute(photos, 0)  # (B, 1, h, w)
+    expected = method.to_maps(raw, photos.shape[-2:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = method.to_maps(raw, photos.shape[-2:])
+    assert maps.dtype == torch.float32
+    torch.testing.assert_close(maps, expected)
