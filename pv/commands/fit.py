@@ -153,6 +153,13 @@ class RunConfig(SaveConfigCallback):
                 set_wandb_id(self.config, logger.experiment.id)
         super().setup(trainer, pl_module, stage)
 
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """Finish W&B runs when the run ends, so the run file is complete once `pv fit` returns (not later, at exit)."""
+        super().teardown(trainer, pl_module, stage)
+        for logger in trainer.loggers:
+            run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+            if run is not None and trainer.is_global_zero:
+                run.finish()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """A new run that failed before its first training step leaves no offline W&B run behind."""
