@@ -5,7 +5,6 @@ Writes to OUT/: predictions.csv and predictions.json (`pv.data.predictions`), su
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 import torch
@@ -142,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                      batch_size=datamodule.batch_size, num_workers=datamodule.num_workers, description="pv analyze")  # fmt: skip
     if not job.main:
         return 0
-    records = store.merge(items)
-    for record in records:
-        if record["status"] != "ok":
-            warnings.warn(f"Skipping {record['path']}: {record.get('error', 'unreadable')}", stacklevel=2)
-    done = [r for r in records if r["status"] == "ok"]
+    records, done = store.merge_readable(items)
     if not done:
         raise AnalysisError(f"None of the {len(items)} images of split {args.split!r} could be read")
     store.write_index(records, ["key", "path", "sha256", "status", "error"])

@@ -2,7 +2,6 @@
 and the decoder's reconstruction metrics, over an image folder."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -135,11 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                      where, batch_size=args.batch_size, num_workers=args.num_workers, description="pv evaluate-explanations")  # fmt: skip
     if not job.main:
         return 0
-    records = store.merge(items)
-    for record in records:
-        if record["status"] != "ok":
-            warnings.warn(f"Skipping {record['path']}: {record.get('error', 'unreadable')}", stacklevel=2)
-    done = [r for r in records if r["status"] == "ok"]
+    records, done = store.merge_readable(items)
     count = len(done)
     if not count:
         raise NoImagesError(f"None of the {len(paths)} files in {args.images} could be read as an image")

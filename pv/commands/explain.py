@@ -223,11 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                      models, where, batch_size=args.batch_size, num_workers=args.num_workers, description="pv explain")  # fmt: skip
     if not job.main:
         return 0
-    records = store.merge([ImageItem(i, p, output_name(p, root)) for i, p in enumerate(paths)])
-    for record in records:
-        if record["status"] != "ok":
-            warnings.warn(f"Skipping {record['path']}: {record.get('error', 'unreadable')}", stacklevel=2)
-    done = [r for r in records if r["status"] == "ok"]
+    records, done = store.merge_readable([ImageItem(i, p, output_name(p, root)) for i, p in enumerate(paths)])
     if not done:
         raise NoImagesError(f"None of the {len(paths)} files in {args.images} could be read as an image")
     csv_path, _ = store.write_index(records, INDEX_COLUMNS)

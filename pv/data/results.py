@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,14 @@ class ResultStore:
         """One record per item that has a complete one, in the items' order."""
         done, _ = self.split_done(items)
         return [done[item.key] for item in items if item.key in done]
+
+    def merge_readable(self, items: Sequence[ImageItem]) -> tuple[list[dict], list[dict]]:
+        """`merge`, with one warning naming each unreadable image: (every record, the readable ones)."""
+        records = self.merge(items)
+        for record in records:
+            if record["status"] != "ok":
+                warnings.warn(f"Skipping {record['path']}: {record.get('error', 'unreadable')}", stacklevel=2)
+        return records, [record for record in records if record["status"] == "ok"]
 
     def write_index(self, records: Sequence[dict], columns: Sequence[str]) -> tuple[Path, Path]:
         """index.json (whole records) and index.csv (`columns`; lists joined by ';'); then the shards they hold are removed."""
