@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make quickstart   venv + install + train a small decoder on the embedded photos, write a PV figure
+#   make quickstart   venv + install + the known-truth world end to end (SEED=n for another world), report.html
 #   make test         venv + install + the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,8 +16,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $(STAMP)
 
+SEED ?= 0
+
+# Every step is a public `pv` command (printed as it runs); one torch thread per process: two threads per
+# process collapse on small shared machines, and the pipeline runs two processes side by side.
 quickstart: $(STAMP)
-	$(BIN)/pv fit --config configs/quickstart.yaml
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/quickstart.py --seed $(SEED) --out runs/quickstart/seed$(SEED)
 
 # Debian's Chromium for the survey's browser test (skipped when it cannot be installed).
 browser:
