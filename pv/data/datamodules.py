@@ -103,7 +103,8 @@ class VOCDataModule(ImageDataModule):
             val = voc_dataset(self.root, self.eval_transform, self.year, self.train_split, split_option="data.init_args.train_split", classes=self.class_names)
             kept, held = seeded_split(len(train), self.val_fraction, self.split_seed)
             return Subset(train, kept), Subset(val, held)
-        val = voc_dataset(self.root, self.eval_transform, self.year, self.val_split, split_option="data.init_args.val_split", classes=self.class_names)
+        hold_out = "data.init_args.val_split, or hold out part of train_split with data.init_args.val_fraction (e.g. 0.3)"
+        val = voc_dataset(self.root, self.eval_transform, self.year, self.val_split, split_option=hold_out, classes=self.class_names)
         return train, val
 
 
