@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from pv.commands.help import HelpFormatter
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("pv.survey.build", "select questions, render both arms' images, write the study folder"),
@@ -27,7 +29,7 @@ def parser(chosen: str | None = None) -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pv survey", description="The Perception Visualization user study (see survey/README.md).")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, text) in SUBCOMMANDS.items():
-        command = sub.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        command = sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
         if name == chosen:
             importlib.import_module(module).add_arguments(command)
     return root

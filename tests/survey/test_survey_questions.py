@@ -152,3 +152,18 @@ def test_reads_the_table_pv_analyze_writes(tmp_path):
         ("c", "incorrect", "cow", ("horse",), ("cow",)),
     ]
     assert [r.path for r in rows] == paths and rows[0].top_prob == 0.9
+
+
+def test_survey_command_line_is_light_and_help_shows_defaults_once():
+    """`pv survey serve` must not load torch; --help shows each default once (None defaults are explained in the text)."""
+    import subprocess
+    import sys
+
+    code = "import sys, pv.survey.cli; assert 'torch' not in sys.modules, 'torch loaded'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    from pv.survey.cli import parser
+
+    text = parser("build").format_help() + "".join(
+        action.choices["build"].format_help() for action in parser("build")._actions if getattr(action, "choices", None) and "build" in action.choices
+    )
+    assert "(default: None)" not in text and "(default: from its checkpoint) (default" not in text
