@@ -49,9 +49,10 @@ class PerceptionLoss(nn.Module):
         self.ssim_reduction = ssim_reduction
 
     def ssim_loss(self, reconstruction: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        channels = torch.stack([
-            ssim(reconstruction[:, c : c + 1].float(), image[:, c : c + 1].float(), data_range=1.0) for c in range(image.shape[1])
-        ])  # (C,) SSIM per channel, averaged over the batch  # fmt: skip
+        with torch.autocast(reconstruction.device.type, enabled=False):  # float32 even under bf16 autocast: SSIM's variances cancel
+            channels = torch.stack([
+                ssim(reconstruction[:, c : c + 1].float(), image[:, c : c + 1].float(), data_range=1.0) for c in range(image.shape[1])
+            ])  # (C,) SSIM per channel, averaged over the batch  # fmt: skip
         return -channels.sum() if self.ssim_reduction == "sum" else 1 - channels.mean()
 
     def forward(

@@ -2,9 +2,10 @@
 
     python scripts/quickstart.py [--seed 0] [--out runs/quickstart] [--preset default|small|full|tiny]
 
-Steps (each printed before it runs): pv world, pv fit (classifier M), pv fit (decoder), pv analyze (val:
-M's mAP on the unbiased split; test: the planted causes), pv survey build, pv survey simulate, pv survey
-analyze, pv sanity-check. Then decoder metrics on held-out images (SSIM, PSNR per background kind;
+Steps (each printed before it runs): pv world, pv survey simulate --observers-only (in a second process,
+beside the next steps: the observers need only the world), pv fit (classifier M), pv fit (decoder), pv
+analyze (val: M's mAP on the unbiased split; test: the planted causes), pv survey build, pv survey simulate
+(reusing the observers), pv survey analyze, pv sanity-check. Then decoder metrics on held-out images (SSIM, PSNR per background kind;
 agreement of M's top class on reconstruction vs input, per planted cause) and OUT/report.html,
 OUT/summary.json. Torch runs single-threaded (OMP_NUM_THREADS=1): on 2 busy cores two threads were
 8x slower than one.
@@ -12,6 +13,7 @@ OUT/summary.json. Torch runs single-threaded (OMP_NUM_THREADS=1): on 2 busy core
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import html
 import json
@@ -26,15 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PV = [sys.executable, "-m", "pv.cli"]
 # Presets (sizes and epochs only: the world's design, M, the decoder's loss and the observer are the same in all).
-# "default" fits the 10-minute budget on 2 cores with one torch thread per process (measured: M 0.3 s, decoder
-# 1.0 s, observer 0.45 s per batch of 64 on one core); "full" is the world's DEFAULT_COUNTS and the configs' epochs.
+# "default" fits the 10-minute budget on 2 cores with one torch thread per process: the observers train in a second
+# process beside M and the decoder (measured per batch of 64 on one core: M 0.3 s, decoder 0.8 s in bf16 / 0.95 s
+# fp32, observer 0.45 s; see benchmarks/WORLD.md); "full" is the world's DEFAULT_COUNTS and the configs' epochs.
 PRESETS: dict[str, dict] = {
     "tiny": {"world": {"train": 300, "val": 100, "test-unbiased": 100, "test-per-cause": 40, "observer-train": 300, "observer-val": 60},
              "classifier_epochs": 1, "decoder_epochs": 1, "observer_epochs": 1, "questions": (4, 4)},
     "small": {"world": {"train": 2500, "val": 400, "test-unbiased": 150, "test-per-cause": 80, "observer-train": 1500, "observer-val": 200},
               "classifier_epochs": 4, "decoder_epochs": 2, "observer_epochs": 2, "questions": None},
     "default": {"world": {"train": 4000, "val": 500, "test-unbiased": 200, "test-per-cause": 100, "observer-train": 2400, "observer-val": 300},
-                "classifier_epochs": 4, "decoder_epochs": 2, "observer_epochs": 2, "questions": None},
+                "classifier_epochs": 4, "decoder_epochs": 6, "observer_epochs": 5, "questions": None},
     "full": {"world": {}, "classifier_epochs": None, "decoder_epochs": None, "observer_epochs": 3, "questions": None},
 }  # fmt: skip
 
@@ -51,6 +54,32 @@ def step(title: str, args: list[str], log: list[dict]) -> None:
     print(f"--- {title}: {seconds:.0f} s", flush=True)
     if result.returncode != 0:
         raise SystemExit(f"quickstart: step '{title}' failed (exit {result.returncode}): {line}")
+
+
+def start_step(title: str, args: list[str], log_path: Path) -> tuple:
+    """Start one public command in the background (its output to `log_path`); `finish_step` waits for it."""
+    line = "pv " + " ".join(shlex.quote(a) for a in args)
+    print(f"\n=== {title} (in the background, beside the next steps; output in {log_path})\n$ {line}", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WANDB_MODE": "offline"}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = log_path.open("w", encoding="utf-8")
+    process = subprocess.Popen([*PV, *args], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    atexit.register(lambda: process.poll() is None and process.kill())  # a failed foreground step stops it too
+    return title, line, process, handle, log_path, time.perf_counter()
+
+
+def finish_step(started: tuple, log: list[dict]) -> None:
+    """Wait for a background step, print its output, time it and stop on failure."""
+    title, line, process, handle, log_path, start = started
+    waited = time.perf_counter()
+    code = process.wait()
+    handle.close()
+    seconds = time.perf_counter() - start
+    log.append({"step": title, "command": line, "seconds": round(seconds, 1), "exit": code, "background": True})
+    print(f"\n=== {title} (background) output:\n{log_path.read_text(encoding='utf-8').rstrip()}", flush=True)
+    print(f"--- {title}: {seconds:.0f} s in the background (waited {time.perf_counter() - waited:.0f} s for it)", flush=True)
+    if code != 0:
+        raise SystemExit(f"quickstart: step '{title}' failed (exit {code}): {line}")
 
 
 def decoder_metrics(classifier_path: Path, decoder_path: Path, world: Path, split: str = "test", batch: int = 128) -> dict:
@@ -184,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[dict] = []
     total = time.perf_counter()
     step("generate the world", ["world", "--out", str(world), "--seed", str(args.seed), *world_size], steps)
+    # The observers need only the world: train them in a second process (the machine's second core) while M and the
+    # decoder train; `pv survey simulate` below reuses them (same --world, --out, --epochs).
+    observers = start_step("train the observers", ["survey", "simulate", "--observers-only", "--world", str(world), "--out", str(out / "simulation"),
+                                                   "--observers", str(args.observers), *observer_epochs], out / "observers.log")  # fmt: skip
     step("fit the classifier M", ["fit", "--config", "configs/classifier/world.yaml", "--data.init_args.root", str(world),
                                   "--trainer.default_root_dir", str(cls_dir), "--trainer.enable_progress_bar", "false", *epochs], steps)  # fmt: skip
     step("fit the PV decoder", ["fit", "--config", "configs/decoder/world.yaml", "--data.init_args.root", str(world),
@@ -195,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "--split", "test", "--out", str(out / "analysis")], steps)  # fmt: skip
     step("build the study", ["survey", "build", "--analysis", str(out / "analysis"), "--classifier", str(classifier), "--decoder", str(decoder),
                              "--out", str(out / "study"), "--panel-size", "128", "--overwrite", *questions], steps)  # fmt: skip
+    finish_step(observers, steps)
     step("simulate the observers", ["survey", "simulate", "--study", str(out / "study"), "--world", str(world), "--out", str(out / "simulation"),
                                     "--observers", str(args.observers), *observer_epochs], steps)  # fmt: skip
     step("analyze the simulated study", ["survey", "analyze", "--db", str(out / "simulation" / "responses.sqlite"),

@@ -75,3 +75,20 @@ def test_given_latent_is_reused_and_gradient_reaches_reconstruction(encoder):
     assert terms.dsim == pytest.approx(F.mse_loss(encoder(reconstruction), latent).item(), rel=1e-5)
     assert reconstruction.grad.abs().sum() > 0
     assert not any(p.grad is not None for p in encoder.parameters())
+
+
+def test_ssim_term_is_float32_under_bf16_autocast():
+    """Under bf16 autocast (pv fit's bf16-mixed) the SSIM term must keep float32 accuracy: its variances cancel in bf16."""
+    import torch
+
+    from pv.losses import PerceptionLoss
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 32, 32)
+    reconstruction = (image + 0.05 * torch.randn_like(image)).clamp(0, 1)
+    loss = PerceptionLoss((0.2, 0.4, 0.4))
+    exact = loss.ssim_loss(reconstruction, image)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss.ssim_loss(reconstruction, image)
+    assert mixed.dtype == torch.float32
+    assert abs(mixed.item() - exact.item()) < 1e-4

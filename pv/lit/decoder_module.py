@@ -88,7 +88,8 @@ class DecoderModule(pl.LightningModule):
         logs = {f"{stage}/loss": terms.total, f"{stage}/mse": terms.mse, f"{stage}/ssim_loss": terms.ssim, f"{stage}/dsim": terms.dsim}
         if stage in self.metrics:
             metrics = self.metrics[stage]
-            metrics.update(reconstruction.float(), images.float())
+            with torch.autocast(images.device.type, enabled=False):  # fp32 under bf16 autocast: SSIM's variances cancel in bf16
+                metrics.update(reconstruction.float(), images.float())
             logs |= {f"{stage}/{name}": metric for name, metric in metrics.items()}
         self.log_dict(logs, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True, batch_size=len(images), sync_dist=stage != "train")
         return terms.total

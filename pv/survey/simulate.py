@@ -24,6 +24,8 @@ Design (fixed here before any PV-vs-Grad-CAM number was looked at; issue 14, sec
 Writes OUT/manifest.json (the study with four arms), OUT/images/{pv,gradcam,input,reconstruction}/,
 OUT/responses.sqlite, OUT/observers/observer_K.pt, OUT/answers.csv (one row per answer, with the
 world's planted cause) and OUT/simulation.json (accuracy per arm, subset and planted cause, filler picks).
+`--observers-only` trains just the observers (no study needed, e.g. beside `pv fit`); OUT/observers/settings.json
+records what they were trained with, and a later run reuses them only when those settings match.
 """
 from __future__ import annotations
 
@@ -127,10 +129,15 @@ def observers(world: Path, out: Path, class_names: list[str], count: int, epochs
 
     folder = out / "observers"
     folder.mkdir(parents=True, exist_ok=True)
+    # What the cached observers were trained with: a cache made with other settings is retrained, not reused.
+    settings = {"arch": OBSERVER_ARCH, "epochs": epochs, "size": size, "train_limit": train_limit, "world": str(world.resolve())}
+    settings_path = folder / "settings.json"
+    cached = settings_path.is_file() and json.loads(settings_path.read_text()) == settings
+    write_text(settings_path, json.dumps(settings, indent=2) + "\n")
     models, data, held = [], None, None
     for seed in range(count):
         path = folder / f"observer_{seed}.pt"
-        if path.is_file():
+        if path.is_file() and cached:
             state = torch.load(path, map_location="cpu", weights_only=True)
             model = Classifier(OBSERVER_ARCH, num_classes=len(class_names), weights=None, class_names=class_names, input_size=size)
             model.load_state_dict(state)
@@ -153,6 +160,17 @@ def observers(world: Path, out: Path, class_names: list[str], count: int, epochs
 
 
 # ------------------------------------------------------------------ the four-arm study ----
+
+
+def train_observers(world: str | Path, out: str | Path, n_observers: int = 5, epochs: int = 3, size: int = 64,
+                    train_limit: int | None = None, log=print) -> list:  # fmt: skip
+    """Only train (and cache in OUT/observers/) the observers: they need the world, not the study, so a
+    pipeline can train them while M and the decoder train; a later `simulate` with the same settings reuses them."""
+    world, out = Path(world), Path(out)
+    if not (world / "world.json").is_file():
+        raise MissingFileError(f"{world / 'world.json'} not found: --world must be a folder written by `pv world`")
+    class_names = json.loads((world / "world.json").read_text())["class_names"]
+    return observers(world, out, class_names, n_observers, epochs, size, train_limit, log)
 
 
 def right_panel(path: Path) -> torch.Tensor:
@@ -307,17 +325,28 @@ def answers_csv(rows: list[dict], causes: dict[str, str]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study", required=True, help="study folder made by `pv survey build` (arms pv and gradcam)")
+    parser.add_argument("--study", help="study folder made by `pv survey build` (arms pv and gradcam); not needed with --observers-only")
     parser.add_argument("--world", required=True, help="folder written by `pv world` (observers train on WORLD/observer)")
     parser.add_argument("--out", required=True, help="folder for the four-arm study, responses.sqlite, observers and summaries")
     parser.add_argument("--observers", type=int, default=5, help="observer seeds = participants per arm")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs per observer")
     parser.add_argument("--train-limit", type=int, default=None, help="train observers on the first N observer images only")
+    parser.add_argument("--observers-only", action="store_true",
+                        help="only train the observers into OUT/observers (no study needed); a later run with the same "
+                             "--world, --out, --epochs and --train-limit reuses them")
+    parser.add_argument("--input-size", type=int, default=64, help="with --observers-only: the observers' input size in px (the study's M input size)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.observers < 1 or args.epochs < 1:
         raise StudyError(f"--observers and --epochs must be >= 1, got {args.observers}, {args.epochs}")
+    if args.observers_only:
+        train_observers(args.world, args.out, args.observers, args.epochs, args.input_size, args.train_limit)
+        print(f"Wrote {args.observers} observers to {args.out}/observers; answer a study with: pv survey simulate --study STUDY "
+              f"--world {args.world} --out {args.out} --observers {args.observers} --epochs {args.epochs}")  # fmt: skip
+        return 0
+    if not args.study:
+        raise StudyError("--study is required (a folder made by `pv survey build`), unless --observers-only is given")
     summary = simulate(args.study, args.world, args.out, args.observers, args.epochs, args.train_limit)
     for arm in ARMS:
         accuracy = summary["accuracy"].get(arm, {})

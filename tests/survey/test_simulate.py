@@ -83,3 +83,29 @@ def test_simulated_study_is_analysed_unchanged(tmp_path):
     assert report.is_file() and (tmp_path / "sim" / "observers" / "observer_1.pt").is_file()
     causes = {line.split(",")[5] for line in (tmp_path / "sim" / "answers.csv").read_text().splitlines()[1:]}
     assert causes <= {"none", "shortcut", "lookalike", "texture_swap"}
+
+
+def test_observers_only_trains_without_a_study_and_retrains_when_settings_change(tmp_path):
+    """`--observers-only` needs just the world; a cache made with other epochs is retrained, not silently reused."""
+    from pv.data.world import write_world
+    from pv.survey.simulate import main
+
+    world = tmp_path / "world"
+    write_world(world, seed=0, counts={"train": 2, "val": 2, "test_unbiased": 2, "test_per_cause": 1, "observer_train": 8, "observer_val": 4})
+    out = tmp_path / "sim"
+    assert main(["--world", str(world), "--out", str(out), "--observers", "1", "--epochs", "1", "--observers-only"]) == 0
+    weights = out / "observers" / "observer_0.pt"
+    first = weights.stat().st_mtime_ns
+    assert json.loads((out / "observers" / "settings.json").read_text())["epochs"] == 1
+    assert main(["--world", str(world), "--out", str(out), "--observers", "1", "--epochs", "1", "--observers-only"]) == 0
+    assert weights.stat().st_mtime_ns == first  # same settings: reused
+    assert main(["--world", str(world), "--out", str(out), "--observers", "1", "--epochs", "2", "--observers-only"]) == 0
+    assert weights.stat().st_mtime_ns != first and json.loads((out / "observers" / "settings.json").read_text())["epochs"] == 2
+
+
+def test_simulate_without_study_names_the_flag(tmp_path):
+    from pv.survey.errors import StudyError
+    from pv.survey.simulate import main
+
+    with pytest.raises(StudyError, match="--study"):
+        main(["--world", str(tmp_path), "--out", str(tmp_path / "sim")])
