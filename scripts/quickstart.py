@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     questions = ["--correct", str(preset["questions"][0]), "--incorrect", str(preset["questions"][1])] if preset["questions"] else []
     observer_epochs = ["--epochs", str(preset["observer_epochs"])]
     out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):  # never overwrite (or half-mix) an earlier run's results
+        done = out / "report.html"
+        raise SystemExit(f"quickstart: {out} holds an earlier run{f' (open {done})' if done.is_file() else ''}; "
+                         f"remove it to run again (rm -r {out}), or choose another --out / SEED")  # fmt: skip
     world, cls_dir, dec_dir = out / "world", out / "classifier", out / "decoder"
     classifier, decoder = cls_dir / "checkpoints" / "last.ckpt", dec_dir / "checkpoints" / "last.ckpt"
     steps: list[dict] = []
