@@ -55,3 +55,20 @@ def test_image_without_objects_is_skipped_with_warning(voc_copy):
 def test_voc_labels_multi_hot(voc_root):
     label = voc_labels(voc_root / "VOCdevkit" / "VOC2012" / "Annotations" / "000003.xml")
     assert label.sum() == 2 and label.dtype == torch.float32
+
+
+def test_data_errors_are_user_errors_printed_in_one_line(tmp_path):
+    """A wrong root or a bad data option is the user's to fix: a PVError, which `pv` prints as one line
+    (plain ValueError / FileNotFoundError would keep their traceback)."""
+    from pv.cli import user_error_message
+    from pv.data import ImageFolderDataModule
+    from pv.errors import PVError
+
+    with pytest.raises(PVError) as missing:
+        voc_dataset(tmp_path, "2012", "train", ImageTransform(32))
+    with pytest.raises(PVError) as bad_option:
+        ImageFolderDataModule(root=str(tmp_path), val_fraction=1.5)
+    for error in (missing.value, bad_option.value):
+        message = user_error_message(error)
+        assert message is not None and "\n" not in message
+    assert "val_fraction" in user_error_message(bad_option.value)
