@@ -151,11 +151,7 @@ def manifest_problems(manifest: Any, study_dir: Path, check_files: bool = True, 
         images_seen: dict[str, str] = {}
         for i, q in enumerate(questions):
             where = f"questions[{i}]"
-            if not isinstance(q, dict) or not isinstance(q.get("id"), str) or not q["id"]:
-                fail(f"{where}.id", "must be a non-empty string", fatal=True)
-            if q["id"] in seen:
-                fail(f"{where}.id", f"repeats {q['id']!r} ({seen[q['id']]})")
-            seen[q["id"]] = where
+            check_id(q, where, seen, fail)
             if q.get("image_id") and q["image_id"] in images_seen:
                 fail(f"{where}.image_id", f"repeats image {q['image_id']!r} of {images_seen[q['image_id']]}")
             if q.get("image_id"):
@@ -177,11 +173,7 @@ def manifest_problems(manifest: Any, study_dir: Path, check_files: bool = True, 
         items = len(questions) + len(checks)
         for i, check in enumerate(checks):
             where = f"attention_checks[{i}]"
-            if not isinstance(check, dict) or not isinstance(check.get("id"), str) or not check["id"]:
-                fail(f"{where}.id", "must be a non-empty string", fatal=True)
-            if check["id"] in seen:
-                fail(f"{where}.id", f"repeats {check['id']!r} ({seen[check['id']]})")
-            seen[check["id"]] = where
+            check_id(check, where, seen, fail)
             check_options(check, where, fail)
             check_image(study_dir, check.get("image"), f"{where}.image", check_files, fail)
             position = check.get("position")
@@ -196,6 +188,15 @@ def manifest_problems(manifest: Any, study_dir: Path, check_files: bool = True, 
     except Stop:
         pass
     return problems
+
+
+def check_id(item, where: str, seen: dict[str, str], fail) -> None:
+    """A question or attention check needs a non-empty string id, unique across both lists (`seen`: id -> where)."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+        fail(f"{where}.id", "must be a non-empty string", fatal=True)
+    if item["id"] in seen:
+        fail(f"{where}.id", f"repeats {item['id']!r} ({seen[item['id']]})")
+    seen[item["id"]] = where
 
 
 def check_options(item: dict, where: str, fail) -> None:
