@@ -180,6 +180,16 @@ def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
     return to_probabilities(logits.float(), activation)
 
 
+def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    """--images DIR and --out DIR of the commands that explain a folder of images."""
+    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+
+def add_pv_saliency_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pv-saliency", default="gradcam", choices=saliency_names(), help="the saliency PV masks with (the paper: gradcam)")
+
+
 def add_image_arguments(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
     parser.add_argument("--image-size", type=positive_int, help=IMAGE_SIZE_HELP)
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per model batch")

@@ -8,7 +8,8 @@ import torch
 
 from pv.atomic import write_text
 from pv.commands.common import (
-    CommandParser, UsageError, activation_of, add_classifier_arguments, add_encoder_mismatch_argument, add_image_arguments,
+    CommandParser, UsageError, activation_of, add_classifier_arguments, add_encoder_mismatch_argument, add_folder_arguments, add_image_arguments,
+    add_pv_saliency_argument,
     add_saliency_arguments, check_latent_size, classifier_from_arguments, classifier_name, input_size_of, make_saliency,
     make_visualizer, parse_list, positive_int, prepare_output_dir, probabilities, saliency_names,
     saliency_options, add_job_arguments, devices_from_arguments, params_sha256, settings_of, output_name,
@@ -34,10 +35,9 @@ def parser() -> CommandParser:
     add_classifier_arguments(p)
     p.add_argument("--decoder", metavar="CKPT", help="pv decoder checkpoint: adds the reconstruction metrics; needed by --methods pv")
     add_encoder_mismatch_argument(p)
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_folder_arguments(p)
     p.add_argument("--methods", default="gradcam", help=f"comma-separated: {PV}, {', '.join(saliency_names())}")
-    p.add_argument("--pv-saliency", default="gradcam", choices=saliency_names(), help="the saliency PV masks with (the paper: gradcam)")
+    add_pv_saliency_argument(p)
     p.add_argument("--steps", type=positive_int, default=32, help="points on each deletion / insertion curve")
     p.add_argument("--limit", type=positive_int, help="use only the first N images (default: all)")
     add_image_arguments(p)

@@ -9,7 +9,8 @@ import torch
 
 from pv.atomic import write_bytes
 from pv.commands.common import (
-    CommandParser, UsageError, activation_of, add_classifier_arguments, add_encoder_mismatch_argument, add_image_arguments,
+    CommandParser, UsageError, activation_of, add_classifier_arguments, add_encoder_mismatch_argument, add_folder_arguments, add_image_arguments,
+    add_pv_saliency_argument,
     add_saliency_arguments, check_latent_size, classifier_from_arguments, classifier_name, display_name, input_size_of,
     make_saliency, make_visualizer, output_name, parse_list, prepare_output_dir, probabilities,
     saliency_names, saliency_options, saliency_title, training_data_label, unit_float, positive_int, add_job_arguments,
@@ -39,10 +40,9 @@ def parser() -> CommandParser:
         "each titled with the data it was trained on",
     )  # fmt: skip
     add_encoder_mismatch_argument(p)
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_folder_arguments(p)
     p.add_argument("--methods", default="pv,gradcam", help=f"comma-separated: pv, cpv (class-discriminative PV), {', '.join(saliency_names())}")
-    p.add_argument("--pv-saliency", default="gradcam", choices=saliency_names(), help="the saliency PV masks with (the paper: gradcam)")
+    add_pv_saliency_argument(p)
     p.add_argument("--topk", type=positive_int, default=3, help="explain the k most probable classes of each image")
     add_image_arguments(p)
     add_saliency_arguments(p)
