@@ -32,10 +32,23 @@ class AnalysisError(PVError, ValueError):
 __all__ = ["BUCKETS", "ROW_COLUMNS", "bucket", "confusion_counts", "make_rows", "plot_confusion", "predict", "summarize", "write_outputs"]
 
 
+HELD_OUT = "heldout"  # the part of train_split that val_fraction holds out (neither M nor its decoder trained on it)
+
+
+def default_split(datamodule) -> str:
+    """`heldout` for a data module that holds out part of its train split (the paper's configs), else `val`."""
+    return HELD_OUT if getattr(datamodule, "val_fraction", None) is not None else "val"
+
+
 def split_dataset(datamodule: VOCDataModule, split: str, split_option: str = "--split") -> Dataset:
-    """The un-augmented images and multi-hot labels of one split (train, val, trainval, ...)."""
+    """The un-augmented images and multi-hot labels of one split (train, val, trainval, ..., or `heldout`)."""
     if not isinstance(datamodule, VOCDataModule):
         raise AnalysisError(f"pv analyze needs labelled VOC data (pv.data.VOCDataModule), got {type(datamodule).__name__}")
+    if split == HELD_OUT:
+        if datamodule.val_fraction is None:
+            raise AnalysisError(f"{split_option} {HELD_OUT} needs a data config with val_fraction (e.g. configs/data/voc_split.yaml); "
+                                "name a VOC split instead (val, train, ...)")  # fmt: skip
+        return datamodule.held_out()
     return voc_dataset(datamodule.root, datamodule.eval_transform, datamodule.year, split, split_option=split_option,
                        classes=getattr(datamodule, "class_names", VOC_CLASSES))  # fmt: skip
 

@@ -38,7 +38,9 @@ def parser() -> CommandParser:
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint saved by pv.ClassifierModule")
     p.add_argument("--data", required=True, help="data-module YAML (class_path: a LightningDataModule, e.g. configs/data/voc.yaml) or a fit config with data:")
     p.add_argument("--root", help="override the data root (the folder holding VOCdevkit/)")
-    p.add_argument("--split", default="val", help="image set: train, val, trainval, ...")
+    p.add_argument("--split", default=None, help="image set: train, val, trainval, ..., or heldout (the part of train_split that the data "
+                   "config's val_fraction holds out). Default: heldout when the config sets val_fraction (the paper's configs: the "
+                   "30%% of trainval neither M nor its decoder trained on), else val")
     p.add_argument("--threshold", type=float, default=0.5, help="probability at which a class is predicted, in (0, 1)")
     p.add_argument("--batch-size", type=positive_int, help="override the data config's batch size")
     p.add_argument("--image-size", type=positive_int, help="image size; default: the size the classifier was trained at (from its checkpoint)")
@@ -90,7 +92,7 @@ def load_datamodule(config: str | Path, overrides: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pv.analysis import plot_confusion, resolve_class_names, split_dataset, summarize, write_outputs
+    from pv.analysis import default_split, plot_confusion, resolve_class_names, split_dataset, summarize, write_outputs
     from pv.commands.common import MODEL, devices_from_arguments, job_device, output_name, params_sha256, resolve_precisions
     from pv.data.predictions import make_rows
     from pv.data.results import ImageItem, ResultStore
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     where = devices_from_arguments(args)
     overrides = {"root": args.root, "batch_size": args.batch_size, "image_size": args.image_size, "num_workers": args.num_workers}
     datamodule = load_datamodule(args.data, overrides)
+    args.split = args.split or default_split(datamodule)
     with user_errors():
         dataset = split_dataset(datamodule, args.split)
     out = prepare_output_dir(args.out)

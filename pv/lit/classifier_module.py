@@ -7,6 +7,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score, MultilabelStatScores
 
+from pv.lit.training_data import TRAINING_DATA_KEY, training_data_of
 from pv.models import Classifier
 
 
@@ -67,7 +68,8 @@ class ClassifierModule(pl.LightningModule):
 
     The backbone (`model.trunk`) can stay frozen, BatchNorm included, for the first
     `freeze_backbone_epochs` epochs while the new head settles. Checkpoints carry
-    `classifier_config`, so `Classifier.from_checkpoint` and `FrozenEncoder(checkpoint=...)` read them.
+    `classifier_config`, so `Classifier.from_checkpoint` and `FrozenEncoder(checkpoint=...)` read them, and the
+    training images (`pv_training_data`, read by `pv.models.checkpoint.training_data`).
     """
 
     def __init__(
@@ -168,3 +170,6 @@ class ClassifierModule(pl.LightningModule):
         if size is not None:
             config["input_size"] = int(size)
         checkpoint["classifier_config"] = config
+        record = training_data_of(self)
+        if record is not None:
+            checkpoint[TRAINING_DATA_KEY] = record

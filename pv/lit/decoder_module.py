@@ -6,10 +6,12 @@ from typing import Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from pv.lit.training_data import TRAINING_DATA_KEY, training_data_of
 from pv.losses import PerceptionLoss
 from pv.models import Decoder, FrozenEncoder
 
@@ -29,7 +31,11 @@ class DecoderModule(pl.LightningModule):
     here. Speed: `channels_last` (NHWC convolutions; "auto": when the Trainer runs bf16), `compile`
     (torch.compile encoder and decoder in place, checkpoint keys unchanged); mixed precision is the
     Trainer's `precision: bf16-mixed` (CPU too). Batches may carry a precomputed `latent`
-    (see `pv.data.CachedDataModule`). Checkpoints record the encoder's config and fingerprint.
+    (see `pv.data.CachedDataModule`). `resize_output`: the decoder may output fewer pixels than the
+    images (a CPU-sized decoder, e.g. 112 px for 224 px images): MSE and SSIM compare it with the images
+    area-resized to its size, DSIM and the val/test metrics see it bilinearly upsampled to the images'
+    size, as `PerceptionVisualizer.reconstruct` shows it. Checkpoints record the encoder's config and fingerprint, and
+    the training images (`pv_training_data`, read by `pv.models.checkpoint.training_data`).
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class DecoderModule(pl.LightningModule):
         optimizer: OptimizerCallable = default_optimizer,
         channels_last: bool | Literal["auto"] = False,
         compile: bool = False,
+        resize_output: bool = False,
     ):
         super().__init__()
         if decoder.in_channels != encoder.out_channels:
@@ -53,6 +60,7 @@ class DecoderModule(pl.LightningModule):
         self.loss = loss if loss is not None else PerceptionLoss()
         self.optimizer = optimizer
         self.channels_last = channels_last
+        self.resize_output = resize_output
         self.metrics = nn.ModuleDict({stage: image_metrics() for stage in ("val", "test")})  # one set per stage
         if channels_last is True:
             self.to(memory_format=torch.channels_last)
@@ -79,6 +87,8 @@ class DecoderModule(pl.LightningModule):
             with torch.no_grad():
                 latent = self.encoder(images)  # (B, C, h, w), no gradient needed for the target
         reconstruction = self.decoder(latent)  # (B, 3, H, W)
+        if self.resize_output and reconstruction.shape[-2:] != images.shape[-2:]:
+            return self._resized_step(reconstruction, images, latent, stage)
         if reconstruction.shape != images.shape:
             raise ValueError(
                 f"Reconstruction {tuple(reconstruction.shape)} does not match images {tuple(images.shape)}: the decoder "
@@ -91,6 +101,19 @@ class DecoderModule(pl.LightningModule):
             with torch.autocast(images.device.type, enabled=False):  # fp32 under bf16 autocast: SSIM's variances cancel in bf16
                 metrics.update(reconstruction.float(), images.float())
             logs |= {f"{stage}/{name}": metric for name, metric in metrics.items()}
+        self.log_dict(logs, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True, batch_size=len(images), sync_dist=stage != "train")
+        return terms.total
+
+    def _resized_step(self, reconstruction: torch.Tensor, images: torch.Tensor, latent: torch.Tensor, stage: str) -> torch.Tensor:
+        """`_common_step` for a decoder output (B, 3, h, w) smaller than the images (B, 3, H, W) (`resize_output`)."""
+        targets = F.interpolate(images, size=reconstruction.shape[-2:], mode="area")  # (B, 3, h, w)
+        upsampled = F.interpolate(reconstruction, size=images.shape[-2:], mode="bilinear", align_corners=False)  # (B, 3, H, W)
+        terms = self.loss(reconstruction, targets, self.encoder, latent, encoder_input=upsampled)
+        logs = {f"{stage}/loss": terms.total, f"{stage}/mse": terms.mse, f"{stage}/ssim_loss": terms.ssim, f"{stage}/dsim": terms.dsim}
+        if stage in self.metrics:
+            with torch.autocast(images.device.type, enabled=False):
+                self.metrics[stage].update(upsampled.float().clamp(0, 1), images.float())
+            logs |= {f"{stage}/{name}": metric for name, metric in self.metrics[stage].items()}
         self.log_dict(logs, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True, batch_size=len(images), sync_dist=stage != "train")
         return terms.total
 
@@ -115,3 +138,6 @@ class DecoderModule(pl.LightningModule):
         fingerprint = getattr(self.encoder, "fingerprint", None)
         if callable(fingerprint):
             checkpoint["encoder_fingerprint"] = fingerprint()
+        record = training_data_of(self)
+        if record is not None:
+            checkpoint[TRAINING_DATA_KEY] = record

@@ -8,6 +8,7 @@ callable (`os.system`, a class with a malicious `__reduce__`) is refused before 
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 import zipfile
@@ -32,11 +33,16 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, require_state_dict:
 
     Raises `CheckpointError` (one line naming the file and why) when the file is missing, is not a
     torch file, is truncated, holds objects that could run code, or (with `require_state_dict`) is not
-    a Lightning checkpoint.
+    a Lightning checkpoint. A folder written by `pv export`, or its Hub id ("user/name"), is read by
+    `pv.models.hub.as_checkpoint` (safetensors and JSON: no pickle) as the dict of the checkpoint it came from.
     """
+    from pv.models.hub import as_checkpoint, is_shared
+
+    if is_shared(path):
+        return as_checkpoint(path, map_location)
     path = Path(path)
     if not path.is_file():
-        reason = "is a folder, not a file" if path.is_dir() else "does not exist"
+        reason = "is a folder, not a file (nor a folder written by pv export: no config.json)" if path.is_dir() else "does not exist"
         raise CheckpointError(f"Checkpoint {path} {reason}")
     try:
         with torch.serialization.safe_globals(safe_globals()):
@@ -57,6 +63,38 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, require_state_dict:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict'); give a checkpoint written by pv fit")
     return checkpoint
 
+
+
+TRAINING_DATA_KEY = "pv_training_data"  # what a decoder or classifier checkpoint was trained on
+
+
+def files_sha256(files: list[str]) -> str:
+    """sha256 (hex) of the training file list: the UTF-8 of the names joined by newlines, in training order."""
+    return hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()
+
+
+def training_record(dataset: str, root: str | Path, split: str, seed: int | None, files: list[str]) -> dict:
+    """The `pv_training_data` entry: {"dataset", "root", "split", "seed", "n_images", "files_sha256", "files"}.
+
+    `files`: image paths relative to `root` (POSIX), or VOC ids, in the order the data module lists them.
+    """
+    files = [str(name) for name in files]
+    return {"dataset": dataset, "root": str(Path(root).resolve()) if root else "", "split": split, "seed": seed,
+            "n_images": len(files), "files_sha256": files_sha256(files), "files": files}  # fmt: skip
+
+
+def training_data(path: str | Path) -> dict | None:
+    """The `pv_training_data` record of a pv checkpoint (see `training_record`), None for a checkpoint without one.
+
+    Raises `CheckpointError` when the record's file list does not match its digest or count.
+    """
+    record = load_checkpoint(path, require_state_dict=False).get(TRAINING_DATA_KEY)
+    if record is None:
+        return None
+    files = list(record.get("files") or [])
+    if record.get("files_sha256") != files_sha256(files) or record.get("n_images") != len(files):
+        raise CheckpointError(f"{path}: its {TRAINING_DATA_KEY} file list does not match its files_sha256 / n_images (edited or damaged)")
+    return dict(record)
 
 
 def _first_line(err: BaseException) -> str:

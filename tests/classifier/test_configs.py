@@ -26,7 +26,10 @@ def test_paper_config_instantiates(data_args, tmp_path):
     assert {k: config[k] for k in ("arch", "num_classes", "class_names")} == {"arch": "resnet50", "num_classes": 20, "class_names": list(VOC_CLASSES)}
     assert (module.threshold, module.freeze_backbone_epochs) == (0.5, 1)
     assert isinstance(module.configure_optimizers(), torch.optim.Adam)
-    assert (data.image_size, data.train_split, data.val_split, data.year) == (224, "train", "val", "2012")
+    if data_args:  # configs/data/voc.yaml: VOC's official train/val
+        assert (data.image_size, data.train_split, data.val_split, data.val_fraction, data.year) == (224, "train", "val", None, "2012")
+    else:  # the paper's: the 70/30 split of trainval its decoder shares (issue 20)
+        assert (data.image_size, data.train_split, data.val_fraction, data.split_seed, data.year) == (224, "trainval", 0.3, 0, "2012")
     (checkpointing,) = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
     assert (checkpointing.monitor, checkpointing.mode, checkpointing.save_last) == ("val/map", "max", True)
 
