@@ -1,5 +1,8 @@
 """`pv survey analyze`: the paper's Table 1, its Mann-Whitney tests and Figure 6 from a response database.
 
+When the questions carry their planted cause (a generated world, `pv survey build --world`), also accuracy and
+the pre-registered tests per cause (pv.survey.bycause).
+
 Per participant who completed the survey and is not excluded: accuracy on the correctly and on the
 wrongly classified questions ("I just can't tell" counts as wrong; attention checks do not count). Per
 arm: started, completed, excluded (with reasons), mean +- standard error, against the random-guess
@@ -23,7 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from pv.atomic import write_text
 from pv.explain.figures import save_figure
-from pv.survey import db
+from pv.survey import bycause, db
 from pv.survey.manifest import SUBSETS, fingerprint, load_manifest
 from pv.survey.questions import CANT_TELL_ID
 from pv.survey.scores import ExclusionRules, ParticipantScore, arm_table, score_participants, values_for
@@ -146,6 +149,7 @@ def write_report(summary: dict, manifest: dict, arms: list[str], baseline: float
             h1 = f"Acc({titles[first]}) {SIGNS[t['alternative']]} Acc({titles[second]})"
             lines.append(f"| {SUBSET_TITLES[subset]} | {h1} | {t['u']:.1f} | {t['z']:.3f} | {t['p']:.4g} | {t['method']} | {t['n1']} | {t['n2']} |")
         lines.append("")
+    lines += bycause.report_lines(summary.get("by_cause") or {}, titles, manifest.get("selection"))
     lines += ["## Per-participant accuracy (Figure 6)", ""]
     lines += [f"![{SUBSET_TITLES[s]}](hist_{s}.png)\n" if s in drawn else f"No {s}ly classified questions: no histogram.\n" for s in SUBSETS]
     return write_text(out / "report.md", "\n".join(lines) + "\n")
@@ -164,11 +168,15 @@ def analyze(db_path: str | Path, manifest_path: str | Path, out: str | Path, alt
         if stored != fingerprint(manifest):
             raise StudyError(f"{db_path} holds responses to study {stored}, but {manifest_path} is study {fingerprint(manifest)}")
         scores = score_participants(conn, manifest, rules)
+        answers = bycause.answer_table(conn)
     arms = list(manifest["arm_order"])
     options = [o for o in manifest["questions"][0]["options"] if o["id"] != CANT_TELL_ID]
     baseline = 1 / len(options)
     summary = summarize(scores, arms, alternative, continuity, exact)
     summary.update(random_guess=baseline, continuity=continuity, exact=exact)
+    groups = bycause.by_cause(answers, manifest, scores, alternative, continuity, exact)
+    if groups:  # the questions carry their planted cause (a study of `pv world`, built with --world)
+        summary.update(selection=manifest.get("selection"), by_cause=groups, by_cause_settings=bycause.settings(groups))
     summary["exclusions"] = {
         "max_attention_failures": rules.max_attention_failures, "min_median_seconds": rules.min_median_seconds,
         "description": describe_rules(rules),

@@ -37,7 +37,8 @@ from pv.models.precision import autocast, describe_precision, prepare_model, res
 from pv.survey import texts
 from pv.survey.manifest import FORMAT, MANIFEST_NAME, QUESTION_ORDERS, estimate_minutes, write_manifest
 from pv.survey.platform import PRESETS, platform_config
-from pv.survey.questions import CANT_TELL_ID, CANT_TELL_LABEL, Prediction, display_name, question_options, read_predictions, select_questions
+from pv.survey.questions import CANT_TELL_ID, CANT_TELL_LABEL, Prediction, display_name, question_options, read_predictions
+from pv.survey.strata import STRATIFY_MODES, check_stratify, choose_questions, question_fields
 from pv.survey.errors import MissingFileError, StudyError
 
 ARMS = ("pv", "gradcam")
@@ -152,12 +153,15 @@ def build_study(
     platform: dict | None = None,
     resize_mode: str = "whole",
     precision: str = "32",
+    stratify: str = "none",
+    world: str | Path | None = None,
 ) -> Path:
     """Write STUDY/manifest.json, STUDY/images/{pv,gradcam,attention}/*.png and STUDY/preview.html; return the manifest path.
 
     `input_size` (default: the classifier checkpoint's) is what the model sees; `panel_size` is the side
     of each panel participants see. `precision` "32" (default: study images exactly reproducible), "bf16"
-    or "auto" (bf16 autocast where this CPU computes it natively).
+    or "auto" (bf16 autocast where this CPU computes it natively). `stratify` "cause" draws the wrong questions by
+    planted cause from `world` (`pv.survey.strata`); with "none" (the paper's buckets) a `world` only records causes.
     """
     out = Path(out)
     if (out / MANIFEST_NAME).exists() and not overwrite:
@@ -166,6 +170,7 @@ def build_study(
         raise StudyError(f"--question-order must be one of {', '.join(QUESTION_ORDERS)}, got {question_order!r}")
     if attention < 0 or attention_placement not in ("spread", "random"):
         raise StudyError(f"--attention-checks must be >= 0 and --attention-placement spread or random, got {attention}, {attention_placement!r}")
+    check_stratify(stratify, world)
     table = Path(analysis) / "predictions.csv" if Path(analysis).is_dir() else Path(analysis)
     rows, csv_classes = read_predictions(table)
     precision = resolve_precision(precision, "cpu", method="gradcam")
@@ -175,7 +180,7 @@ def build_study(
     classes = model.class_names
     if csv_classes and csv_classes != classes:
         raise StudyError(f"{table}: prob_<class> columns {csv_classes} do not match the classifier's classes {classes}")
-    chosen = select_questions(rows, n_correct, n_incorrect, seed)
+    chosen, selection, causes = choose_questions(rows, n_correct, n_incorrect, seed, stratify, world)
     visualizer = PerceptionVisualizer(model, decoder_model.eval(), encoder_config, decoder_name=f"decoder {decoder}",
                                       classifier_name=f"classifier {classifier}", allow_encoder_mismatch=allow_encoder_mismatch)  # fmt: skip
     renderer = ArmRenderer(visualizer, gradcam_presentation)
@@ -210,7 +215,7 @@ def build_study(
             options, answer = question_options(row, classes, option_rng)
             questions.append({
                 "id": qid, "image_id": row.id, "image_path": str(Path(row.path).resolve()),
-                "subset": row.bucket, "labels": list(row.labels), "predicted": list(row.predicted),
+                **question_fields(row, causes), "labels": list(row.labels), "predicted": list(row.predicted),
                 "top_class": row.top_class, "top_prob": row.top_prob,
                 "images": paths, "options": options, "answer": answer,
             })  # fmt: skip
@@ -238,6 +243,7 @@ def build_study(
         "presentation": {"pv": "masked reconstruction (1 - m) + m y", "gradcam": gradcam_presentation,
                          "panel_size": panel_size, "input_size": input_size, "resize": resize_mode, "precision": precision},  # fmt: skip
         "estimated_minutes": estimate_minutes(len(questions) + len(checks)),
+        "selection": selection,
         "source": {
             "predictions": str(table.resolve()), "classifier": str(Path(classifier).resolve()),
             "decoder": str(Path(decoder).resolve()), "activation": model.activation,
@@ -269,7 +275,8 @@ def write_preview(manifest: dict, path: Path) -> None:
         images = "".join(f"<figure><img src='{e(q['images'][arm])}' alt='{e(arm)}'><figcaption>{e(manifest['arms'][arm]['title'])}"
                          "</figcaption></figure>" for arm in manifest["arm_order"])  # fmt: skip
         parts.append(
-            f"<section><h2>{e(q['id'])} ({e(q['subset'])}ly classified) image {e(q['image_id'])}</h2>"
+            f"<section><h2>{e(q['id'])} ({e(q['subset'])}ly classified{'; cause ' + e(q['cause']) if 'cause' in q else ''}) "
+            f"image {e(q['image_id'])}</h2>"
             f"<p>labels: {e(', '.join(q['labels']))}; predicted: {e(', '.join(q['predicted']) or '(none)')}; "
             f"top: {e(q['top_class'])} ({q['top_prob']:.2f})</p><div style='display:flex'>{images}</div><ol>{options}</ol></section>"
         )
@@ -305,6 +312,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require-platform-id", action="store_true", help="refuse visitors who arrive without the platform's ID")
     parser.add_argument("--precision", choices=("auto", "32", "bf16"), default="32",
                         help="32: exactly reproducible study images; auto: bf16 autocast where the CPU computes it natively")  # fmt: skip
+    parser.add_argument("--stratify", choices=STRATIFY_MODES, default="none",
+                        help="none: the paper's buckets (wrong = no true label predicted); cause: for a world of `pv world`, wrong = the top "
+                             "class is not a true label, drawn equally from each planted cause (needs --world)")  # fmt: skip
+    parser.add_argument("--world", default=None, help="folder written by `pv world`: each question records its planted cause")
     parser.add_argument("--allow-encoder-mismatch", action="store_true",
                         help="render even when the decoder was trained on another classifier's latent (a warning instead of an error)")  # fmt: skip
     parser.add_argument("--name", help="study name shown in reports (default: the folder name)")
@@ -322,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
         args.input_size, args.name, intros, args.overwrite, gradcam_presentation=args.gradcam_presentation,
         question_order=args.question_order, allow_encoder_mismatch=args.allow_encoder_mismatch, attention=args.attention_checks,
         attention_placement=args.attention_placement, platform=platform, resize_mode=args.resize, precision=args.precision,
+        stratify=args.stratify, world=args.world,
     )  # fmt: skip
     print(f"Wrote {path} and {path.parent / 'preview.html'} (researcher preview with the answer key); check it with `pv survey check {path.parent}`")
     return 0

@@ -14,6 +14,9 @@ Layout (paths relative to the study folder):
      "estimated_minutes": 8,
      "platform": {"name", "participant_param", "study_param", "session_param", "completion_code",
                   "completion_url", "required"},      # optional (see pv.survey.platform)
+     "selection": {"mode": "paper" | "cause", "world", "right", "wrong", "requested", "pool", "drawn"},
+                                                     # optional: how questions were drawn (pv.survey.strata); with a
+                                                     # world each question also has "cause" and "bucket"
      "source": {...provenance...}}
 
 Format 1 manifests (written before question order, attention checks and platforms existed) still load:
@@ -158,6 +161,8 @@ def manifest_problems(manifest: Any, study_dir: Path, check_files: bool = True, 
                 images_seen.setdefault(q["image_id"], where)
             if q.get("subset") not in SUBSETS:
                 fail(f"{where}.subset", f"is {q.get('subset')!r}, expected one of {SUBSETS}")
+            if "cause" in q and (not isinstance(q["cause"], str) or not q["cause"]):
+                fail(f"{where}.cause", f"is {q['cause']!r}, expected the planted cause's name")
             check_options(q, where, fail)
             images = q.get("images")
             if not isinstance(images, dict) or set(images) != set(order):
@@ -179,6 +184,9 @@ def manifest_problems(manifest: Any, study_dir: Path, check_files: bool = True, 
             position = check.get("position")
             if position is not None and (not isinstance(position, int) or not 1 <= position <= items):
                 fail(f"{where}.position", f"is {position!r}, expected null (random) or 1..{items}")
+        selection = manifest.get("selection")
+        if selection is not None and (not isinstance(selection, dict) or selection.get("mode") not in ("paper", "cause")):
+            fail("selection.mode", "must be paper or cause")
         platform = manifest.get("platform")
         if platform is not None:
             if not isinstance(platform, dict) or not isinstance(platform.get("participant_param"), str):

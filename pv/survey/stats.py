@@ -28,7 +28,7 @@ class MannWhitney:
     n1: int
     n2: int
     alternative: str
-    method: str  # "normal", "normal (no continuity correction)", "exact", "permutation", "monte carlo"
+    method: str  # "normal", "normal (no continuity correction)", "exact", "permutation", "monte carlo", "all values tied"
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -82,6 +82,8 @@ def mann_whitney(x: list[float], y: list[float], alternative: str = "greater", c
     if not x or not y:
         return None
     u = u_statistic(x, y)
+    if len(np.unique(np.concatenate([x, y]))) == 1:  # every value tied: no evidence either way, Z undefined (as scipy: p = 1)
+        return MannWhitney(u, math.nan, 1.0, len(x), len(y), alternative, "all values tied")
     z = standard_normal_z(u, x, y, alternative, continuity)
     method = "normal" if continuity else "normal (no continuity correction)"
     p = normal_p(z, alternative)
@@ -99,3 +101,36 @@ def exact_p(x: list[float], y: list[float], alternative: str, seed: int) -> tupl
     method = stats.PermutationMethod(n_resamples=np.inf if enumerate_all else 100_000, random_state=seed)
     result = stats.mannwhitneyu(x, y, alternative=alternative, method=method)
     return float(result.pvalue), "permutation" if enumerate_all else "monte carlo"
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order: the k-th smallest of m becomes max over j <= k of
+    min(1, (m - j + 1) p_(j)). A NaN p (no test possible) stays NaN and still counts in m (conservative)."""
+    m = len(p_values)
+    order = sorted((i for i, p in enumerate(p_values) if not math.isnan(p)), key=lambda i: p_values[i])
+    adjusted = [math.nan] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def crossed_bootstrap_ci(matrix, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean of a (participants, questions) 0/1 matrix, resampling participants and
+    questions independently, with replacement (the two-way bootstrap: both are samples of what the study
+    generalises to). (nan, nan) for an empty matrix."""
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = matrix.shape
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # chunks keep memory small: (chunk, rows, cols)
+        count = min(1000, resamples - start)
+        rows = rng.integers(n_rows, size=(count, n_rows))
+        cols = rng.integers(n_cols, size=(count, n_cols))
+        means[start:start + count] = matrix[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
