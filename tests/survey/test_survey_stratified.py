@@ -280,3 +280,56 @@ def test_build_by_cause_records_causes_and_renders_examples(tmp_path, checkpoint
     assert "--stratify cause needs --world" in capsys.readouterr().err
     assert pv_main([*args[:-1], str(tmp_path), "--overwrite"]) == 2
     assert "truth.json not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_by_cause_study_is_simulated_and_analysed_unchanged(tmp_path):
+    """World -> random M + decoder -> a table where M names each cause's implicated class -> build --stratify cause
+    -> pv survey simulate (unchanged) -> analyze: by_cause for all four arms, with H3; the example fragment."""
+    import torch
+
+    from pv.data.predictions import write_predictions
+    from pv.data.world import CLASS_NAMES, read_truth, write_world
+    from pv.models import Classifier, Decoder
+    from pv.models.fingerprint import encoder_fingerprint
+    from pv.survey.examples import example_questions_html
+
+    world = tmp_path / "world"
+    write_world(world, seed=0, counts={"train": 2, "val": 2, "test_unbiased": 6, "test_per_cause": 4, "observer_train": 16, "observer_val": 8})
+    torch.manual_seed(0)
+    clf = Classifier("narrow_resnet", num_classes=10, weights=None, class_names=list(CLASS_NAMES), input_size=64).eval()
+    dec = Decoder(128, (16, 8, 8)).eval()
+    cpath, dpath = tmp_path / "m.ckpt", tmp_path / "d.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in clf.state_dict().items()}, "classifier_config": clf.config}, cpath)
+    torch.save({"state_dict": {"decoder." + k: v for k, v in dec.state_dict().items()}, "decoder_config": dec.config,
+                "encoder_config": {"arch": "narrow_resnet", "layer": "layer4", "weights": None, "checkpoint": str(cpath)},
+                "encoder_fingerprint": encoder_fingerprint(clf, arch="narrow_resnet", layer="layer4", checkpoint=str(cpath))}, dpath)  # fmt: skip
+    rows = []
+    for t in (t for t in read_truth(world).values() if t["split"] == "test"):
+        if t["cause"] == "none":
+            top, predicted, bucket = t["labels"][0], t["labels"], "correct"
+        else:  # M names the implicated class, with (partial) or without (incorrect) the true object
+            top = t["implicated"]
+            predicted, bucket = ([*t["labels"], top], "partial") if int(t["id"][-1]) % 2 else ([top], "incorrect")
+        rows.append({"id": t["id"], "path": str(world / "VOCdevkit/VOC2007/JPEGImages" / f"{t['id']}.jpg"), "labels": ";".join(t["labels"]),
+                     "predicted": ";".join(predicted), "top_class": top, "top_prob": 0.9, "bucket": bucket,
+                     **{f"prob_{c}": 0.9 if c == top else 0.1 for c in CLASS_NAMES}})  # fmt: skip
+    write_predictions(tmp_path / "analysis", rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert pv_main(["survey", "build", "--analysis", str(tmp_path / "analysis"), "--classifier", str(cpath), "--decoder", str(dpath),
+                        "--out", str(tmp_path / "study"), "--panel-size", "64", "--correct", "4", "--incorrect", "7",
+                        "--stratify", "cause", "--world", str(world)]) == 0  # fmt: skip
+    sim = tmp_path / "sim"
+    assert pv_main(["survey", "simulate", "--study", str(tmp_path / "study"), "--world", str(world), "--out", str(sim),
+                    "--observers", "2", "--epochs", "1"]) == 0  # fmt: skip
+    assert pv_main(["survey", "analyze", "--db", str(sim / "responses.sqlite"), "--manifest", str(sim), "--out", str(sim / "report")]) == 0
+    summary = json.loads((sim / "report" / "summary.json").read_text())
+    assert summary["selection"]["drawn"] == {"correct": 4, "shortcut": 3, "lookalike": 2, "texture_swap": 2}
+    assert list(summary["by_cause"]) == ["shortcut", "lookalike", "texture_swap", "correct"]
+    for group in summary["by_cause"].values():
+        assert set(group["arms"]) == {"pv", "gradcam", "input", "reconstruction"}
+        assert all(a["n_participants"] == 2 for a in group["arms"].values())
+    assert summary["by_cause"]["shortcut"]["tests"]["reconstruction_vs_input"]["hypothesis"] == "H3"
+    fragment = example_questions_html(sim, responses=sim / "responses.sqlite")
+    assert fragment.count("<h3>") == 4 and fragment.count("data:image/png;base64,") == 4 * 4 and "&times;" in fragment
