@@ -182,7 +182,7 @@ class ImageFolderDataModule(ImageDataModule):
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.subset_seed)).tolist()
         if len(order) < self.subset_size + self.val_size:
             raise ConfigError(f"{self.root} has {len(order)} images: too few for data.init_args.subset_size {self.subset_size} "
-                              f"plus val_size {self.val_size} outside it")  # fmt: skip
+                              f"plus val_size {self.val_size} outside it: lower --data.init_args.subset_size or val_size")  # fmt: skip
         return Subset(dataset, sorted(order[self.subset_size:self.subset_size + self.val_size]))
 
     def build(self, stage: str) -> tuple[Dataset, Dataset]:

@@ -37,7 +37,7 @@ class Decoder(nn.Module):
 
     `convs_per_block` is one count for every block or one per block; the authors' decoder
     (`make_decoder_model` in their utils.py) is widths (512, 512, 256, 128, 64), convs (2, 2, 2, 1, 1),
-    `upsample_kernel=2` and ReLU (`negative_slope=0`): 16.7 M parameters, 7x7 -> 224x224.
+    `upsample_kernel=2` and LeakyReLU(0.2) (`negative_slope=0.2`): 16.7 M parameters, 7x7 -> 224x224.
     """
 
     def __init__(

@@ -4,9 +4,11 @@ Each arm's image is the photo (left) beside its explanation of the model's top c
 and layout. The two arms differ only in content, as in the paper ("the structure of the survey is
 identical for both PV and Grad-CAM"): the Grad-CAM map m of the top class at the decoder's latent layer
 masks the decoder's reconstruction y in the PV arm, (1 - m) + m y, and the photo x in the Grad-CAM arm,
-(1 - m) + m x (the authors' survey images). `--gradcam-presentation overlay` shows a heat-map overlay
+(1 - m) + m x (the authors' survey images), m min-max scaled to [0, 1] as theirs were (`--normalization max`:
+divided by its maximum) and upsampled bilinearly. `--gradcam-presentation overlay` shows a heat-map overlay
 instead; the manifest records which. Everything comes from `pv.explain.PerceptionVisualizer`, which
-also refuses a decoder trained on another classifier's latent (`--allow-encoder-mismatch`).
+also refuses a decoder trained on another classifier's latent (`--allow-encoder-mismatch`). Question images the
+decoder or the classifier trained on are refused (`pv.survey.training_images`, `--allow-training-images`).
 
 The folder holds all a host needs: manifest.json (questions, key, texts, settings, platform),
 images/ and preview.html (the researcher's view, with the key; never served).
@@ -30,7 +32,7 @@ from tqdm import tqdm
 from pv.atomic import write_text
 from pv.data import ImageTransform, load_image
 
-from pv.explain import PerceptionVisualizer, heatmap_overlay, perception_visualization
+from pv.explain import NORMALIZATIONS, PerceptionVisualizer, heatmap_overlay, perception_visualization
 from pv.explain.figures import save_png
 from pv.models import Classifier, load_decoder
 from pv.models.precision import autocast, describe_precision, prepare_model, resolve_precision
@@ -40,6 +42,7 @@ from pv.survey.platform import PRESETS, platform_config
 from pv.survey.questions import CANT_TELL_ID, CANT_TELL_LABEL, Prediction, display_name, question_options, read_predictions
 from pv.survey.strata import STRATIFY_MODES, check_stratify, choose_questions, question_fields
 from pv.survey.errors import MissingFileError, StudyError
+from pv.survey.training_images import ALLOW_FLAG, check_training_images
 
 ARMS = ("pv", "gradcam")
 
@@ -155,6 +158,8 @@ def build_study(
     precision: str = "32",
     stratify: str = "none",
     world: str | Path | None = None,
+    normalization: str = "minmax",
+    allow_training_images: bool = False,
 ) -> Path:
     """Write STUDY/manifest.json, STUDY/images/{pv,gradcam,attention}/*.png and STUDY/preview.html; return the manifest path.
 
@@ -162,6 +167,8 @@ def build_study(
     of each panel participants see. `precision` "32" (default: study images exactly reproducible), "bf16"
     or "auto" (bf16 autocast where this CPU computes it natively). `stratify` "cause" draws the wrong questions by
     planted cause from `world` (`pv.survey.strata`); with "none" (the paper's buckets) a `world` only records causes.
+    `normalization` scales the Grad-CAM map to [0, 1]: "minmax" (default: the authors' survey images) or "max".
+    Question images the decoder or classifier trained on are refused unless `allow_training_images` (`pv.survey.training_images`).
     """
     out = Path(out)
     if (out / MANIFEST_NAME).exists() and not overwrite:
@@ -170,6 +177,8 @@ def build_study(
         raise StudyError(f"--question-order must be one of {', '.join(QUESTION_ORDERS)}, got {question_order!r}")
     if attention < 0 or attention_placement not in ("spread", "random"):
         raise StudyError(f"--attention-checks must be >= 0 and --attention-placement spread or random, got {attention}, {attention_placement!r}")
+    if normalization not in NORMALIZATIONS:
+        raise StudyError(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
     check_stratify(stratify, world)
     table = Path(analysis) / "predictions.csv" if Path(analysis).is_dir() else Path(analysis)
     rows, csv_classes = read_predictions(table)
@@ -181,7 +190,8 @@ def build_study(
     if csv_classes and csv_classes != classes:
         raise StudyError(f"{table}: prob_<class> columns {csv_classes} do not match the classifier's classes {classes}")
     chosen, selection, causes = choose_questions(rows, n_correct, n_incorrect, seed, stratify, world)
-    visualizer = PerceptionVisualizer(model, decoder_model.eval(), encoder_config, decoder_name=f"decoder {decoder}",
+    trained_on = check_training_images(chosen, {"decoder": decoder, "classifier": classifier}, allow_training_images)
+    visualizer = PerceptionVisualizer(model, decoder_model.eval(), encoder_config, decoder_name=f"decoder {decoder}", normalization=normalization,
                                       classifier_name=f"classifier {classifier}", allow_encoder_mismatch=allow_encoder_mismatch)  # fmt: skip
     renderer = ArmRenderer(visualizer, gradcam_presentation)
     input_size = input_size or model.input_size
@@ -241,9 +251,11 @@ def build_study(
         "question_order": question_order,
         "attention_checks": checks,
         "presentation": {"pv": "masked reconstruction (1 - m) + m y", "gradcam": gradcam_presentation,
-                         "panel_size": panel_size, "input_size": input_size, "resize": resize_mode, "precision": precision},  # fmt: skip
+                         "panel_size": panel_size, "input_size": input_size, "resize": resize_mode, "precision": precision,
+                         "normalization": normalization, "upsampling": "bilinear"},  # fmt: skip
         "estimated_minutes": estimate_minutes(len(questions) + len(checks)),
         "selection": selection,
+        "training_images": trained_on,
         "source": {
             "predictions": str(table.resolve()), "classifier": str(Path(classifier).resolve()),
             "decoder": str(Path(decoder).resolve()), "activation": model.activation,
@@ -318,6 +330,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world", default=None, help="folder written by `pv world`: each question records its planted cause")
     parser.add_argument("--allow-encoder-mismatch", action="store_true",
                         help="render even when the decoder was trained on another classifier's latent (a warning instead of an error)")  # fmt: skip
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax",
+                        help="Grad-CAM map scaled to [0, 1] by (m - min) / (max - min) (minmax: the authors' survey images, Keras "
+                             "array_to_img(scale=True)) or by m / max (max: the authors' Grad-CAM function; an all-positive map "
+                             "then never reaches 0). pv upsamples the map bilinearly; the authors PIL-resized a uint8 map")  # fmt: skip
+    parser.add_argument(ALLOW_FLAG, action="store_true",
+                        help="build even when question images are among those the decoder or classifier trained on "
+                             "(their checkpoints' training records; a warning instead of an error, recorded in the manifest)")  # fmt: skip
     parser.add_argument("--name", help="study name shown in reports (default: the folder name)")
     parser.add_argument("--intro-pv", help="plain-text file replacing the PV arm's introduction (paragraphs split by blank lines)")
     parser.add_argument("--intro-gradcam", help="plain-text file replacing the Grad-CAM arm's introduction")
@@ -333,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         args.input_size, args.name, intros, args.overwrite, gradcam_presentation=args.gradcam_presentation,
         question_order=args.question_order, allow_encoder_mismatch=args.allow_encoder_mismatch, attention=args.attention_checks,
         attention_placement=args.attention_placement, platform=platform, resize_mode=args.resize, precision=args.precision,
-        stratify=args.stratify, world=args.world,
+        stratify=args.stratify, world=args.world, normalization=args.normalization, allow_training_images=args.allow_training_images,
     )  # fmt: skip
     print(f"Wrote {path} and {path.parent / 'preview.html'} (researcher preview with the answer key); check it with `pv survey check {path.parent}`")
     return 0

@@ -44,11 +44,21 @@ def test_authors_settings_in_the_paper_config():
     assert model["optimizer"]["init_args"]["lr"] == 1e-4 and config["trainer"]["max_epochs"] == 100
     assert (data["batch_size"], data["image_size"], data["resize"], data["flip"], data["random_crop"]) == (32, 224, "whole", False, False)
     assert (data["train_split"], data["val_fraction"]) == ("trainval", 0.3)
-    assert model["decoder"]["init_args"] == {"widths": [512, 512, 256, 128, 64], "convs_per_block": [2, 2, 2, 1, 1], "upsample_kernel": 2, "negative_slope": 0.0}
+    assert model["decoder"]["init_args"] == {"widths": [512, 512, 256, 128, 64], "convs_per_block": [2, 2, 2, 1, 1], "upsample_kernel": 2, "negative_slope": 0.2}
     assert model["loss"]["init_args"] == {"weights": [0.2, 0.4, 0.4], "ssim_reduction": "sum"}
     imagenet = composed(CONFIGS / "decoder" / "imagenet_resnet50.yaml")
     assert imagenet["model"]["init_args"]["encoder"]["init_args"] == {"arch": "resnet50", "layer": "layer4", "weights": "IMAGENET1K_V2", "checkpoint": None}
     assert imagenet["model"]["init_args"]["decoder"] == model["decoder"] and imagenet["data"] == config["data"]
+
+
+@pytest.mark.parametrize("name", ["voc_resnet50.yaml", "imagenet_subset.yaml", "imagenet_resnet50.yaml", "voc_resnet18.yaml"])
+def test_print_config_of_the_paper_decoders_shows_leaky_relu_0_2(name, capsys):
+    """Issue 20.2: the authors' decoder uses LeakyReLU(0.2) after every conv (their utils.py, make_decoder_model)."""
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(CONFIGS / "decoder" / name), "--print_config"])
+    assert done.value.code == 0
+    decoder = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["decoder"]
+    assert decoder["class_path"] == "pv.models.Decoder" and decoder["init_args"]["negative_slope"] == 0.2
 
 
 def test_experiment_configs_include_the_shared_pieces_instead_of_repeating_them():

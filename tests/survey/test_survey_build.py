@@ -53,15 +53,15 @@ def test_manifest_questions_options_and_images(study):
     assert all(q["id"] in preview for q in questions)
 
 
-def expected_explanations(q, classifier, decoder, size=SIZE):
-    """The top class's Grad-CAM (closed form at layer4, upsampled, divided by its max) masking the reconstruction (PV),
-    the photo (masked Grad-CAM) or coloured over the photo (overlay)."""
+def expected_explanations(q, classifier, decoder, size=SIZE, normalization="minmax"):
+    """The top class's Grad-CAM (closed form at layer4, upsampled, min-max scaled: the authors' survey images) masking the
+    reconstruction (PV), the photo (masked Grad-CAM) or coloured over the photo (overlay)."""
     image = ImageTransform(size)(load_image(q["image_path"]))[None]  # (1, 3, S, S), the whole photo resized
     top = classifier.class_names.index(q["top_class"])
     with torch.no_grad():
         features = classifier.forward_features(image)
         cam = class_activation_maps(features, classifier.head.weight)[:, top:top + 1]
-        saliency = normalize_maps(upsample_maps(cam, (size, size)), "max")  # the authors' normalisation
+        saliency = normalize_maps(upsample_maps(cam, (size, size)), normalization)
         return image, {
             "pv": perception_visualization(decoder(features), saliency)[0],
             "gradcam": perception_visualization(image, saliency)[0],  # (1 - m) + m x: the same masking as PV
@@ -71,6 +71,7 @@ def expected_explanations(q, classifier, decoder, size=SIZE):
 
 def test_both_arms_mask_on_white_the_reconstruction_or_the_photo(study, checkpoints):
     manifest = load_manifest(study)
+    assert (manifest["presentation"]["normalization"], manifest["presentation"]["upsampling"]) == ("minmax", "bilinear")
     classifier = Classifier.from_checkpoint(checkpoints[0]).eval()
     decoder, _ = load_decoder(checkpoints[1])
     for q in manifest["questions"]:
