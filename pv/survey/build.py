@@ -39,7 +39,7 @@ from pv.models.precision import autocast, describe_precision, prepare_model, res
 from pv.survey import texts
 from pv.survey.manifest import FORMAT, MANIFEST_NAME, QUESTION_ORDERS, estimate_minutes, write_manifest
 from pv.survey.platform import PRESETS, platform_config
-from pv.survey.questions import CANT_TELL_ID, CANT_TELL_LABEL, Prediction, display_name, question_options, read_predictions
+from pv.survey.questions import CANT_TELL_ID, CANT_TELL_LABEL, FILLERS, Prediction, display_name, question_options, read_predictions
 from pv.survey.strata import STRATIFY_MODES, check_stratify, choose_questions, question_fields
 from pv.survey.errors import MissingFileError, StudyError
 from pv.survey.training_images import ALLOW_FLAG, check_training_images
@@ -160,6 +160,7 @@ def build_study(
     world: str | Path | None = None,
     normalization: str = "minmax",
     allow_training_images: bool = False,
+    fillers: str = "all",
 ) -> Path:
     """Write STUDY/manifest.json, STUDY/images/{pv,gradcam,attention}/*.png and STUDY/preview.html; return the manifest path.
 
@@ -222,7 +223,7 @@ def build_study(
             for arm in ARMS:
                 paths[arm] = f"images/{arm}/{qid}.png"
                 save_png(figures[arm][i], out / paths[arm])
-            options, answer = question_options(row, classes, option_rng)
+            options, answer = question_options(row, classes, option_rng, fillers=fillers)
             questions.append({
                 "id": qid, "image_id": row.id, "image_path": str(Path(row.path).resolve()),
                 **question_fields(row, causes), "labels": list(row.labels), "predicted": list(row.predicted),
@@ -255,6 +256,7 @@ def build_study(
                          "normalization": normalization, "upsampling": "bilinear"},  # fmt: skip
         "estimated_minutes": estimate_minutes(len(questions) + len(checks)),
         "selection": selection,
+        "fillers": fillers,
         "training_images": trained_on,
         "source": {
             "predictions": str(table.resolve()), "classifier": str(Path(classifier).resolve()),
@@ -334,6 +336,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Grad-CAM map scaled to [0, 1] by (m - min) / (max - min) (minmax: the authors' survey images, Keras "
                              "array_to_img(scale=True)) or by m / max (max: the authors' Grad-CAM function; an all-positive map "
                              "then never reaches 0). pv upsamples the map bilinearly; the authors PIL-resized a uint8 map")  # fmt: skip
+    parser.add_argument("--fillers", choices=FILLERS, default="all",
+                        help="options besides the top class and other true labels: any other class (all: the authors', M's other "
+                             "predictions included) or only classes M did not predict for the image (unpredicted)")  # fmt: skip
     parser.add_argument(ALLOW_FLAG, action="store_true",
                         help="build even when question images are among those the decoder or classifier trained on "
                              "(their checkpoints' training records; a warning instead of an error, recorded in the manifest)")  # fmt: skip
@@ -353,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
         question_order=args.question_order, allow_encoder_mismatch=args.allow_encoder_mismatch, attention=args.attention_checks,
         attention_placement=args.attention_placement, platform=platform, resize_mode=args.resize, precision=args.precision,
         stratify=args.stratify, world=args.world, normalization=args.normalization, allow_training_images=args.allow_training_images,
+        fillers=args.fillers,
     )  # fmt: skip
     print(f"Wrote {path} and {path.parent / 'preview.html'} (researcher preview with the answer key); check it with `pv survey check {path.parent}`")
     return 0

@@ -12,12 +12,13 @@ from pv.data.predictions import BUCKETS, PREDICTION_COLUMNS, Prediction, read_pr
 from pv.survey.errors import StudyError
 
 __all__ = [
-    "BUCKETS", "CANT_TELL_ID", "CANT_TELL_LABEL", "PREDICTION_COLUMNS", "Prediction", "class_options", "display_name", "display_order",
+    "BUCKETS", "CANT_TELL_ID", "CANT_TELL_LABEL", "FILLERS", "PREDICTION_COLUMNS", "Prediction", "class_options", "display_name", "display_order",
     "question_options", "read_predictions", "select_questions",
 ]  # fmt: skip
 CANT_TELL_ID = "cant_tell"
 CANT_TELL_LABEL = "I just can't tell"
 CLASS_OPTIONS = 4  # the top prediction + three other classes
+FILLERS = ("all", "unpredicted")  # filler classes: any other class (the authors'), or none M predicted for the image
 DISPLAY_NAMES = {"diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "TV monitor"}
 
 
@@ -53,14 +54,16 @@ def select_questions(rows: list[Prediction], n_correct: int = 16, n_incorrect: i
     return chosen
 
 
-def class_options(row: Prediction, classes: list[str], rng: random.Random, n_options: int = CLASS_OPTIONS) -> list[str]:
+def class_options(row: Prediction, classes: list[str], rng: random.Random, n_options: int = CLASS_OPTIONS, fillers: str = "all") -> list[str]:
     """The `n_options` distinct classes offered for `row`, in a seeded random order.
 
     The model's top prediction, then other classes from the true labels (a random subset when there
-    are too many), then random dataset classes when there are too few. Classes the model predicted
-    besides its top class are never used as filler, so the only predicted class that can appear
-    and is not the key is a true label of a correctly classified image (as in the paper).
+    are too many), then random dataset classes when there are too few: with `fillers="all"` (the
+    authors') any other class, M's other predicted classes included; with "unpredicted" none that M
+    predicted for the image (unless the label space is too small).
     """
+    if fillers not in FILLERS:
+        raise StudyError(f"--fillers must be one of {', '.join(FILLERS)}, got {fillers!r}")
     if row.top_class not in classes:
         raise StudyError(f"image {row.id}: top_class {row.top_class!r} is not a dataset class")
     unknown = [name for name in row.labels if name not in classes]
@@ -72,7 +75,8 @@ def class_options(row: Prediction, classes: list[str], rng: random.Random, n_opt
     if len(others) > n_options - 1:
         others = rng.sample(others, n_options - 1)
     taken = {row.top_class, *others}
-    filler = [c for c in dict.fromkeys(classes) if c not in taken and c not in row.predicted]
+    excluded = set(row.predicted) if fillers == "unpredicted" else set()
+    filler = [c for c in dict.fromkeys(classes) if c not in taken and c not in excluded]
     if len(filler) < n_options - len(taken):  # tiny label spaces: fall back to predicted classes
         filler += [c for c in dict.fromkeys(classes) if c not in taken and c not in filler]
     options = [row.top_class, *others, *rng.sample(filler, n_options - len(taken))]
@@ -85,9 +89,10 @@ def display_name(name: str) -> str:
     return DISPLAY_NAMES.get(name, name.replace("_", " "))
 
 
-def question_options(row: Prediction, classes: list[str], rng: random.Random, n_options: int = CLASS_OPTIONS) -> tuple[list[dict], str]:
+def question_options(row: Prediction, classes: list[str], rng: random.Random, n_options: int = CLASS_OPTIONS,
+                     fillers: str = "all") -> tuple[list[dict], str]:  # fmt: skip
     """Options [{"id", "class", "label"}] (classes o1..oN, then "I just can't tell") and the key's option id."""
-    names = class_options(row, classes, rng, n_options)
+    names = class_options(row, classes, rng, n_options, fillers)
     options: list[dict] = [{"id": f"o{i + 1}", "class": name, "label": display_name(name)} for i, name in enumerate(names)]
     options.append({"id": CANT_TELL_ID, "class": None, "label": CANT_TELL_LABEL})
     answer = options[names.index(row.top_class)]["id"]

@@ -39,16 +39,32 @@ def test_too_many_labels_keep_three_of_them_beside_the_prediction():
         assert set(options) <= set(labels)  # extra labels dropped, no random filler needed
 
 
-def test_too_few_labels_filled_with_other_dataset_classes_never_with_other_predictions():
+def test_too_few_labels_filled_with_other_dataset_classes_never_with_other_predictions_when_asked():
     r = row(["horse"], "cow", predicted=["cow", "sheep", "dog"], bucket="incorrect")
     seen = set()
     for seed in range(50):
-        options = class_options(r, CLASSES, random.Random(seed))
+        options = class_options(r, CLASSES, random.Random(seed), fillers="unpredicted")
         assert len(set(options)) == 4 and {"cow", "horse"} <= set(options)
         assert not {"sheep", "dog"} & set(options)
         assert set(options) <= set(CLASSES)
         seen |= set(options)
     assert len(seen) > 8  # the filler is random, not a fixed list
+
+
+def test_fillers_are_drawn_from_all_classes_by_default_as_the_authors_did():
+    """Issue 20.4: M's other predicted classes can be fillers, as often as any other class."""
+    r = row(["horse"], "cow", predicted=["cow", "sheep", "dog"], bucket="incorrect")
+    counts = {name: 0 for name in CLASSES}
+    for seed in range(400):
+        options = class_options(r, CLASSES, random.Random(seed))
+        assert len(set(options)) == 4 and {"cow", "horse"} <= set(options)
+        for name in options:
+            counts[name] += 1
+    others = [counts[name] for name in CLASSES if name not in ("cow", "horse")]  # 18 classes, 2 filler slots each time
+    assert counts["sheep"] > 0 and counts["dog"] > 0
+    assert min(others) > 400 * 2 / 18 / 2 and max(others) < 400 * 2 / 18 * 2  # about uniform, predicted ones included
+    with pytest.raises(ValueError, match="--fillers"):
+        class_options(r, CLASSES, random.Random(0), fillers="some")
 
 
 def test_wrong_prediction_with_many_labels_keeps_the_prediction_and_three_labels():

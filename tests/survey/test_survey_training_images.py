@@ -133,6 +133,7 @@ def test_map_normalisation_is_an_option_recorded_in_the_manifest(tmp_path, analy
                     normalization="max")  # fmt: skip
     manifest = load_manifest(tmp_path / "s")
     assert manifest["presentation"]["normalization"] == "max" and load_manifest(study)["presentation"]["normalization"] == "minmax"
+    assert manifest["fillers"] == load_manifest(study)["fillers"] == "all"  # the authors' fillers: any other class
     classifier = Classifier.from_checkpoint(checkpoints[0]).eval()
     decoder, _ = load_decoder(checkpoints[1])
     differ = 0
