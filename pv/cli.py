@@ -19,6 +19,7 @@ COMMANDS = {
     "explain": ("pv.commands.explain", "main", "PV, Grad-CAM and baselines for a folder of images; figures + index.html"),
     "featvis": ("pv.commands.featvis", "main", "feature visualization by multi-scale gradient ascent"),
     "evaluate-explanations": ("pv.commands.evaluate", "main", "deletion/insertion AUC and decoder metrics over a dataset"),
+    "export": ("pv.commands.export", "main", "a decoder or classifier as a Hugging Face folder (safetensors, config, model card); --push to the Hub"),
     "survey": ("pv.survey.cli", "main", "build, check, serve, export and analyze the user study"),
     "sanity-check": ("pv.commands.sanity", "main", "cascading randomisation: how much PV and Grad-CAM change when the model does"),
     "world": ("pv.commands.world", "main", "generate the world with planted misperceptions (VOC layout + ground truth)"),

@@ -15,6 +15,7 @@ from torch import nn
 
 from pv.errors import CheckpointError
 from pv.models.checkpoint import load_checkpoint
+from pv.models.hub import HubMixin, state_dict_error
 from pv.models.weights import Normalize, build_torchvision_model
 
 HEAD_NAMES = ("avgpool", "classifier", "fc", "head", "heads")
@@ -76,7 +77,7 @@ def truncate(model: nn.Module, layer: str) -> nn.Sequential:
     raise ValueError(f"Layer {layer!r} not found; valid layer names are: {', '.join(layer_names(model))}")
 
 
-class Classifier(nn.Module):
+class Classifier(nn.Module, HubMixin, hub_kind="classifier"):
     """Images in [0, 1] (B, 3, H, W) -> logits (B, num_classes).
 
     `num_classes=None` keeps the pretrained linear head (e.g. ImageNet's 1000 classes).
@@ -171,7 +172,7 @@ class Classifier(nn.Module):
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            raise CheckpointError(f"{path} does not match a {config['arch']} classifier: {str(err).splitlines()[0]}") from None
+            raise CheckpointError(f"{path} does not match a {config['arch']} classifier: {state_dict_error(err)}") from None
         model.checkpoint_path = str(path)
         return model
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from pv.errors import CheckpointError
 from pv.models.checkpoint import load_checkpoint
+from pv.models.hub import HubMixin, state_dict_error
 
 
 def transposed_padding(kernel_size: int) -> tuple[int, int]:
@@ -32,7 +33,7 @@ class UpBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-class Decoder(nn.Module):
+class Decoder(nn.Module, HubMixin, hub_kind="decoder"):
     """The paper's decoder: one `UpBlock` per width, then a 3x3 conv to RGB and a sigmoid.
 
     `convs_per_block` is one count for every block or one per block; the authors' decoder
@@ -88,7 +89,7 @@ def load_decoder(path) -> tuple[Decoder, dict]:
     try:
         decoder.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: decoder weights do not match its config: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: decoder weights do not match its config: {state_dict_error(err)}") from None
     encoder_config = dict(checkpoint.get("encoder_config", {}))
     if "encoder_fingerprint" in checkpoint:
         encoder_config["fingerprint"] = checkpoint["encoder_fingerprint"]

@@ -67,3 +67,26 @@ def test_paper_config_logs_and_checkpoints_under_the_given_root_dir(tmp_path):
     (checkpointing,) = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
     assert (wandb.save_dir, checkpointing.dirpath) == (str(tmp_path), str(tmp_path / "checkpoints"))
     assert checkpointing.filename == "epoch{epoch:02d}-map{val/map:.4f}"
+
+
+def test_authors_schedule_config_beside_pvs_own(tmp_path):
+    """Issue 20.4: classifier/voc_resnet50_authors.yaml: Adam 1e-3, early stopping (patience 5), no augmentation, the
+    whole network from the first step, on the 70/30 split of trainval the paper's decoder trains on."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from pv.commands.analyze import load_datamodule
+
+    cli = cli_main(["--config", str(CONFIGS / "classifier" / "voc_resnet50_authors.yaml"), "--trainer.logger=false",
+                    "--model.init_args.model.init_args.weights=null", f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
+    module, data = cli.model, cli.datamodule
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 1e-3 and module.freeze_backbone_epochs == 0
+    (stopping,) = [c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)]
+    assert (stopping.monitor, stopping.patience) == ("val/map", 5)
+    (checkpointing,) = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert checkpointing.dirpath == str(tmp_path / "checkpoints") and checkpointing.monitor == "val/map"
+    steps = [type(step).__name__ for step in data.train_transform.pipeline.transforms]
+    assert steps == ["Resize", "CenterCrop"] and data.train_transform.resize == "whole" and data.batch_size == 64  # no augmentation
+    decoder = load_datamodule(CONFIGS / "decoder" / "voc_resnet50.yaml", {})
+    assert (data.train_split, data.val_fraction, data.split_seed) == (decoder.train_split, decoder.val_fraction, decoder.split_seed)
+    assert data.class_names == list(VOC_CLASSES) and module.model.config["arch"] == "resnet50"
