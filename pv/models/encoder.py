@@ -8,33 +8,39 @@ from pv.models.classifier import Classifier, trunk_of, truncate
 from pv.models.fingerprint import encoder_fingerprint
 from pv.models.loading import load_classifier
 from pv.models.weights import none_if_null
+from pv.models.zoo import model_spec
 
 
 class FrozenEncoder(nn.Module):
-    """Images in [0, 1] (B, 3, H, W) -> latent z (B, C, h, w), e.g. ResNet-50 layer4: (B, 2048, H/32, W/32).
+    """Images in [0, 1] (B, 3, H, W) -> latent z (B, C, h, w), e.g. ResNet-50 layer4: (B, 2048, H/32, W/32),
+    EfficientNet-Lite0 bn2 (its last conv stage): (B, 1280, H/32, W/32).
 
-    Built from torchvision weights (`weights="IMAGENET1K_V2"`, None = random init) or from a
-    `pv.ClassifierModule` checkpoint. Parameters never require grad and BatchNorm stays in eval
+    Built from a zoo's weights (`pv.models.zoo`: torchvision `weights="IMAGENET1K_V2"`, timm
+    `arch="tf_efficientnet_lite0", weights="packaged"`, None = random init) or from a
+    `pv.ClassifierModule` checkpoint; `layer=None` is the arch's default layer (`model_spec(arch).default_layer`).
+    A ViT's layers are its blocks, their patch tokens reshaped to (B, C, h, w). Parameters never require grad and BatchNorm stays in eval
     mode even when a parent module calls `.train()`. Gradients still flow to the input (DSIM loss).
     When `layer` is the classifier's last feature layer and its head is linear on pooled features,
     `head` maps pooled latents to logits (else `head` is None). `fingerprint()` identifies it.
     """
 
-    def __init__(self, arch: str = "resnet50", layer: str = "layer4", weights: str | None = None, checkpoint: str | None = None):
+    def __init__(self, arch: str = "resnet50", layer: str | None = None, weights: str | None = None, checkpoint: str | None = None):
         super().__init__()
-        weights, checkpoint = none_if_null(weights), none_if_null(checkpoint)
+        weights, checkpoint, layer = none_if_null(weights), none_if_null(checkpoint), none_if_null(layer)
         if checkpoint is not None:
             classifier = load_classifier(checkpoint=checkpoint)
             if classifier.config["arch"] != arch:
                 raise ValueError(f"Checkpoint {checkpoint} holds a {classifier.config['arch']} classifier, but arch is {arch!r}")
         else:
             classifier = load_classifier(arch=arch, weights=weights)
+        layer = layer or model_spec(arch).default_layer
         self.normalize = classifier.normalize
         self.body = truncate(trunk_of(classifier), layer)
         self.head = classifier.head if isinstance(classifier, Classifier) and layer == classifier.feature_layer else None
         self.class_names = classifier.class_names
         self.activation = classifier.activation
         self.config = {"arch": arch, "layer": layer, "weights": weights, "checkpoint": checkpoint}
+        self.normalization = {"mean": classifier.config.get("mean"), "std": classifier.config.get("std")}  # recorded in decoder checkpoints
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         self.train(False)

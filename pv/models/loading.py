@@ -1,4 +1,5 @@
-"""Loading models: a classifier from a pv checkpoint or any torchvision architecture, and pv decoders.
+"""Loading models: a classifier from a pv checkpoint or from a model zoo (torchvision, timm, the packaged
+EfficientNet-Lites: `pv.models.zoo`), and pv decoders.
 
 Every checkpoint is read by `load_checkpoint` (`torch.load(weights_only=True)`), so opening a file
 never runs code from it.
@@ -9,53 +10,75 @@ import torch
 from torch import nn
 
 from pv.models.checkpoint import load_checkpoint, safe_globals
-from pv.models.classifier import Classifier, pooled_linear_head, torchvision_categories
+from pv.models.classifier import Classifier, default_class_names, torchvision_categories
 from pv.models.decoder import load_decoder
-from pv.models.weights import Normalize, build_torchvision_model, none_if_null
+from pv.models.weights import Normalize, none_if_null
+from pv.models.zoo import build_network, model_spec
 
-__all__ = ["TorchvisionClassifier", "load_checkpoint", "load_classifier", "load_decoder", "safe_globals"]
+__all__ = ["TorchvisionClassifier", "WrappedClassifier", "load_checkpoint", "load_classifier", "load_decoder", "safe_globals"]
 
 
-class TorchvisionClassifier(nn.Module):
-    """Any torchvision classifier as images in [0, 1] -> logits; its layers are named as in torchvision
-    ("features", "features.12", ...), reachable as `net.<name>` or just `<name>`.
+class WrappedClassifier(nn.Module):
+    """Any torchvision or timm classifier as images in [0, 1] -> logits, as it is; its layers are named as
+    in its zoo ("features", "features.12", "stages.3", ...), reachable as `net.<name>` or just `<name>`.
 
-    Its ImageNet head is single-label: `activation` is "softmax" and `input_size` 224.
+    Its ImageNet head is single-label: `activation` is "softmax"; `input_size`, normalisation and
+    preprocessing are the arch's (`pv.models.zoo.model_spec`).
     """
 
     activation = "softmax"
-    input_size = 224
+    input_size = 224  # torchvision's; each instance has its arch's
 
     def __init__(self, arch: str, weights: str | None = None):
         super().__init__()
-        self.normalize = Normalize()
-        self.net = build_torchvision_model(arch, weights)
-        with torch.no_grad():
-            self.num_classes = int(self.net.eval()(torch.zeros(1, 3, 64, 64)).shape[1])
-        self.class_names = list(torchvision_categories(arch, weights)) if weights else [str(i) for i in range(self.num_classes)]
+        self.net, spec = build_network(arch, weights)
+        self.normalize = Normalize(spec.mean, spec.std)
+        if spec.family == "timm":
+            self.num_classes = int(self.net.num_classes)
+        else:
+            with torch.no_grad():
+                self.num_classes = int(self.net.eval()(torch.zeros(1, 3, 64, 64)).shape[1])
+        if not weights:
+            self.class_names = [str(i) for i in range(self.num_classes)]
+        else:
+            self.class_names = list(torchvision_categories(arch, weights)) if spec.family == "torchvision" else default_class_names(self.num_classes)
+        self.input_size, self.default_layer, self.preprocessing = spec.input_size, f"net.{spec.default_layer}", spec.preprocessing()
         self.weights_name, self.checkpoint_path = weights, None
-        self.config = {"arch": arch, "weights": weights, "num_classes": self.num_classes, "activation": self.activation, "input_size": self.input_size}
+        self.config = {
+            "arch": arch, "weights": weights, "num_classes": self.num_classes, "activation": self.activation,
+            "input_size": self.input_size, "mean": list(spec.mean), "std": list(spec.std),
+        }  # fmt: skip
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(images))  # (B, 3, H, W) -> (B, num_classes)
 
 
-def load_classifier(checkpoint: str | None = None, arch: str | None = None, weights: str | None = None) -> nn.Module:
-    """A pv Classifier from `checkpoint`, else torchvision `arch` with `weights` (None: random init), in eval mode.
+TorchvisionClassifier = WrappedClassifier  # its name before timm models came
 
-    Torchvision models whose head is one linear layer on pooled features (`pooled_linear_head`:
-    ResNets, RegNets, ...) become a pv `Classifier` (fast all-class Grad-CAM); the others are
-    wrapped as they are (`TorchvisionClassifier`).
+
+def load_classifier(checkpoint: str | None = None, arch: str | None = None, weights: str | None = None) -> nn.Module:
+    """A pv Classifier from `checkpoint`, else `arch` from its zoo with `weights` (None: random init), in eval mode.
+
+    `arch` is a torchvision or timm name, e.g. `load_classifier(arch="tf_efficientnet_lite0",
+    weights="packaged")` (`pv.models.zoo`). Models whose head is one linear layer on pooled features
+    (ResNets, RegNets, timm EfficientNets, ...) become a pv `Classifier` (closed-form all-class Grad-CAM),
+    ViTs a `TokenClassifier` (token grids as layers), the others are wrapped as they are (`WrappedClassifier`).
+    Every one takes images in [0, 1] and has `normalize`, `class_names`, `activation`, `input_size`,
+    `preprocessing` and `config` (with mean and std).
     """
     weights = none_if_null(weights)
     if checkpoint is not None:
         if arch is not None:
-            raise ValueError("Give either a classifier checkpoint or a torchvision arch, not both")
+            raise ValueError("Give either a classifier checkpoint or an arch, not both")
         return Classifier.from_checkpoint(checkpoint).eval()
     if arch is None:
-        raise ValueError("Give a classifier: --classifier CKPT, or --arch NAME [--weights ENUM|none]")
-    with torch.device("meta"):  # structural probe: no memory, no download, no draw from the random generator
-        probe = build_torchvision_model(arch, None)
-    if pooled_linear_head(probe) is not None:
+        raise ValueError("Give a classifier: --classifier CKPT, or --arch NAME [--weights ENUM|packaged|pretrained|FILE|none]")
+    spec = model_spec(arch, weights)
+    if spec.pooled_linear:
         return Classifier(arch, num_classes=None, weights=weights).eval()
-    return TorchvisionClassifier(arch, weights).eval()
+    if spec.tokens:
+        from pv.models.tokens import TokenClassifier
+
+        vit, _ = build_network(arch, weights)
+        return TokenClassifier(vit, spec, weights=weights, class_names=default_class_names(vit.num_classes) if weights else None).eval()
+    return WrappedClassifier(arch, weights).eval()
