@@ -2,11 +2,12 @@
 8-image VOC devkit in ../shared/data (2012, trainval only) at tiny sizes, with only offline overrides.
 
 Overrides used, and why: `weights: null` (no downloads), 64 px images (ResNet-50's layer4 is then 2 x 2, the
-smallest map the explainers accept), 1 epoch, batch 4, no loader workers, every output under tmp_path. The
-devkit has no train/val lists, so the classifier holds out 30% of trainval (`val_fraction`, as the decoder's
-data config does), `pv analyze` uses `--split trainval`, and `pv survey build` asks for as many questions as
-the untrained classifier supplies (`--correct/--incorrect`, at most 2 each: a 1-epoch random-init M gets few
-images right).
+smallest map the explainers accept), 1 epoch, batch 4, no loader workers, every output under tmp_path. M and
+its decoder train on the same 70% of the devkit's trainval (the paper configs' split) and `pv analyze` analyses
+the other 30% (2 images) as the README says; the study then needs more images than that, so it is built from an
+analysis of all of trainval with `--allow-training-images` (the refusal itself: tests/survey/test_survey_training_images.py),
+asking for as many questions as the untrained classifier supplies (`--correct/--incorrect`, at most 2 each: a
+1-epoch random-init M gets few images right).
 `pv survey serve` is a blocking web server: participants answer through the app it serves (Flask test client).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import csv
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -84,11 +86,10 @@ def one_thread():
 
 @pytest.mark.slow
 def test_the_readme_workflow_runs_as_written(voc_root, tmp_path, wandb_default, one_thread):
-    # 1. The classifier M (the README's config; random init, trainval split 70/30).
+    # 1. The classifier M (the README's config; random init; its split: 70/30 of trainval).
     classifier_run = tmp_path / "runs" / "classifier" / "voc_resnet50"
     pv("fit", "--config", CONFIGS / "classifier" / "voc_resnet50.yaml", "--data.init_args.root", voc_root,
-       "--model.init_args.model.init_args.weights", "null", "--data.init_args.train_split", "trainval",
-       "--data.init_args.val_fraction", "0.3", *TINY, "--trainer.max_epochs", "1",
+       "--model.init_args.model.init_args.weights", "null", *TINY, "--trainer.max_epochs", "1",
        "--trainer.default_root_dir", classifier_run)  # fmt: skip
     assert_run_folder(classifier_run)
     classifier = classifier_run / "checkpoints" / "last.ckpt"
@@ -117,8 +118,18 @@ def test_the_readme_workflow_runs_as_written(voc_root, tmp_path, wandb_default, 
     saved = yaml.safe_load((decoder_run / "config.yaml").read_text())
     assert saved["model"]["init_args"]["encoder"]["init_args"]["checkpoint"] == str(classifier)
 
-    # 3. Where M goes wrong (image size and activation from the checkpoint).
-    analysis = tmp_path / "runs" / "analysis"
+    # 3. Where M goes wrong (image size and activation from the checkpoint), on the 30% neither model trained on.
+    from pv.models.checkpoint import training_data
+
+    held_out = tmp_path / "runs" / "analysis_heldout"
+    pv("analyze", "--checkpoint", classifier, "--data", CONFIGS / "classifier" / "voc_resnet50.yaml", "--root", voc_root, "--out", held_out)
+    summary = json.loads((held_out / "summary.json").read_text())
+    with open(held_out / "predictions.csv", newline="") as handle:
+        held_ids = {row["id"] for row in csv.DictReader(handle)}
+    trained = set(training_data(classifier)["files"])
+    assert summary["split"] == "heldout" and len(held_ids) == 2 and not held_ids & trained
+    assert trained == set(training_data(decoder)["files"]) and len(trained) == 6  # M and decoder: the same 70%
+    analysis = tmp_path / "runs" / "analysis"  # all of trainval, for enough questions (see the module docstring)
     pv("analyze", "--checkpoint", classifier, "--data", CONFIGS / "data" / "voc.yaml", "--root", voc_root,
        "--split", "trainval", "--out", analysis)  # fmt: skip
     for name in ("predictions.csv", "predictions.json", "summary.json", "confusion.png", "index.csv", "index.json"):
@@ -147,10 +158,14 @@ def test_the_readme_workflow_runs_as_written(voc_root, tmp_path, wandb_default, 
     study = tmp_path / "survey" / "studies" / "tiny"
     missing = [subset for subset, count in counts.items() if count == 0]  # a subset without questions is a warning
     with pytest.warns(UserWarning, match=f"--{missing[0]} 0") if missing else contextlib.nullcontext():
-        pv("survey", "build", "--analysis", analysis, "--classifier", classifier, "--decoder", decoder, "--out", study,
-           "--correct", str(counts["correct"]), "--incorrect", str(counts["incorrect"]))  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*were trained on, allowed by --allow-training-images")
+            pv("survey", "build", "--analysis", analysis, "--classifier", classifier, "--decoder", decoder, "--out", study,
+               "--correct", str(counts["correct"]), "--incorrect", str(counts["incorrect"]), "--allow-training-images")  # fmt: skip
     manifest = json.loads((study / "manifest.json").read_text())
     questions = sum(counts.values())
+    shown = {q["image_id"] for q in manifest["questions"]}
+    assert manifest["training_images"]["overlap"] == len(shown & trained) and manifest["training_images"]["allowed"]
     assert len(manifest["questions"]) == questions and (study / "preview.html").is_file()
     for arm in ("pv", "gradcam"):
         assert len(list((study / "images" / arm).glob("*.png"))) == questions, arm

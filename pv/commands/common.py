@@ -247,7 +247,7 @@ def add_saliency_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ig-baseline", choices=("black", "blurred"), default="black", help="Integrated Gradients: baseline image")
     group.add_argument("--lime-samples", type=positive_int, default=256, help="LIME: perturbed samples per image")
     group.add_argument("--lime-segments", type=positive_int, default=50, help="LIME: superpixels per image")
-    group.add_argument("--normalization", choices=("max", "minmax"), default="max", help="maps divided by their maximum (the authors') or min-max scaled")
+    group.add_argument("--normalization", choices=("max", "minmax"), default="max", help="max: maps divided by their maximum (the authors' Grad-CAM function); minmax: (m - min) / (max - min), as the authors' survey images (pv survey build's default)")
     group.add_argument("--blur", type=non_negative_float, default=0.0, help="Gaussian blur of the maps (sigma, pixels)")
     group.add_argument("--tv", type=non_negative_float, default=0.0, help="total-variation denoising weight for the maps")
     group.add_argument("--seed", type=int, default=0, help="random seed (LIME samples)")

@@ -102,3 +102,17 @@ def test_image_folder_val_size_validates_outside_the_subset(tmp_path):
         ImageFolderDataModule(root=str(tmp_path / "images"), val_fraction=0.0, subset_size=10, val_size=3, image_size=8).setup()
     with pytest.raises(ConfigError, match="val_size"):
         ImageFolderDataModule(root=str(tmp_path / "images"), val_fraction=0.05, subset_size=8, val_size=3)
+
+
+def test_every_paper_config_on_voc_uses_the_one_split():
+    """M's configs and every decoder config for M (fast one included) split VOC 2012 trainval the same way."""
+    from tests.config_files import composed
+
+    def split_of(name: str) -> tuple:
+        data = composed(CONFIGS / name)["data"]["init_args"]
+        data = data["source"]["init_args"] if "source" in data else data  # CachedDataModule
+        return data["year"], data["train_split"], data["val_fraction"], data.get("split_seed", 0)
+
+    names = ["classifier/voc_resnet50.yaml", "classifier/voc_resnet50_authors.yaml", "classifier/voc_resnet18.yaml", "decoder/voc_resnet50.yaml",
+             "decoder/voc_resnet50_fast.yaml", "decoder/voc_resnet18.yaml", "decoder/imagenet_resnet50.yaml"]  # fmt: skip
+    assert {name: split_of(name) for name in names} == {name: ("2012", "trainval", 0.3, 0) for name in names}
