@@ -66,7 +66,8 @@ def assert_no_pickle(folder: Path) -> None:
         if path.suffix == ".safetensors":
             (length,) = struct.unpack("<Q", data[:8])
             header = json.loads(data[8 : 8 + length])
-            assert header.pop("__metadata__") == {"format": "pt", "pv_kind": folder.name}
+            kind = json.loads((folder / CONFIG).read_text())["pv"]["kind"]
+            assert header.pop("__metadata__") == {"format": "pt", "pv_kind": kind}
             assert header and all(set(entry) == {"dtype", "shape", "data_offsets"} for entry in header.values())
         elif path.suffix == ".json":
             json.loads(data)
