@@ -22,7 +22,7 @@ Design (fixed here before any PV-vs-Grad-CAM number was looked at; issue 14, sec
   dropped from the simulated study (an observer cannot read instructions).
 
 Writes OUT/manifest.json (the study with four arms), OUT/images/{pv,gradcam,input,reconstruction}/,
-OUT/responses.sqlite, OUT/observers/observer_K.pt, OUT/answers.csv (one row per answer, with the
+OUT/responses.sqlite, OUT/observers/observer_K.safetensors, OUT/answers.csv (one row per answer, with the
 world's planted cause) and OUT/simulation.json (accuracy per arm, subset and planted cause, filler picks).
 `--observers-only` trains just the observers (no study needed, e.g. beside `pv fit`); OUT/observers/settings.json
 records what they were trained with, and a later run reuses them only when those settings match.
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pv.atomic import write_text
+from pv.atomic import atomic_path, write_text
 from pv.survey import db
 from pv.survey.errors import MissingFileError, StudyError
 from pv.survey.manifest import load_manifest, write_manifest
@@ -125,6 +125,8 @@ def observer_map(model, images: torch.Tensor, labels: torch.Tensor) -> float:
 
 def observers(world: Path, out: Path, class_names: list[str], count: int, epochs: int, size: int, train_limit: int | None, log=print) -> list:
     """`count` observers (seeds 0..count-1), trained once and cached in OUT/observers/."""
+    from safetensors.torch import load_file, save_file
+
     from pv.models import Classifier
 
     folder = out / "observers"
@@ -136,9 +138,9 @@ def observers(world: Path, out: Path, class_names: list[str], count: int, epochs
     write_text(settings_path, json.dumps(settings, indent=2) + "\n")
     models, data, held = [], None, None
     for seed in range(count):
-        path = folder / f"observer_{seed}.pt"
+        path = folder / f"observer_{seed}.safetensors"  # weights others may reuse: safetensors, no pickle
         if path.is_file() and cached:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(path)
             model = Classifier(OBSERVER_ARCH, num_classes=len(class_names), weights=None, class_names=class_names, input_size=size)
             model.load_state_dict(state)
             models.append(model.eval())
@@ -152,7 +154,8 @@ def observers(world: Path, out: Path, class_names: list[str], count: int, epochs
                 data = (data[0][:train_limit], data[1][:train_limit])
         start = time.perf_counter()
         model = train_observer(*data, class_names, seed=seed, epochs=epochs)
-        torch.save(model.state_dict(), path)
+        with atomic_path(path) as tmp:
+            save_file(model.state_dict(), tmp)
         log(f"observer {seed}: {OBSERVER_ARCH}, {epochs} epochs on {len(data[0])} unbiased images in {time.perf_counter() - start:.0f} s, "
             f"held-out mAP {observer_map(model, *held):.3f}")  # fmt: skip
         models.append(model)

@@ -80,7 +80,7 @@ def test_simulated_study_is_analysed_unchanged(tmp_path):
     report = analyze(tmp_path / "sim" / "responses.sqlite", tmp_path / "sim", tmp_path / "report")
     table = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert set(table["arms"]) == set(ARMS) and table["test_order"] == ["gradcam", "pv"]
-    assert report.is_file() and (tmp_path / "sim" / "observers" / "observer_1.pt").is_file()
+    assert report.is_file() and (tmp_path / "sim" / "observers" / "observer_1.safetensors").is_file()
     causes = {line.split(",")[5] for line in (tmp_path / "sim" / "answers.csv").read_text().splitlines()[1:]}
     assert causes <= {"none", "shortcut", "lookalike", "texture_swap"}
 
@@ -94,7 +94,7 @@ def test_observers_only_trains_without_a_study_and_retrains_when_settings_change
     write_world(world, seed=0, counts={"train": 2, "val": 2, "test_unbiased": 2, "test_per_cause": 1, "observer_train": 8, "observer_val": 4})
     out = tmp_path / "sim"
     assert main(["--world", str(world), "--out", str(out), "--observers", "1", "--epochs", "1", "--observers-only"]) == 0
-    weights = out / "observers" / "observer_0.pt"
+    weights = out / "observers" / "observer_0.safetensors"
     first = weights.stat().st_mtime_ns
     assert json.loads((out / "observers" / "settings.json").read_text())["epochs"] == 1
     assert main(["--world", str(world), "--out", str(out), "--observers", "1", "--epochs", "1", "--observers-only"]) == 0
