@@ -1,14 +1,18 @@
-"""The quickstart of issue 14: every step as the public `pv` command a user would type, then a report.
+"""The quickstart of issues 14 and 21: every step as the public `pv` command a user would type, then a report.
 
-    python scripts/quickstart.py [--seed 0] [--out runs/quickstart] [--preset default|small|full|tiny]
+    python scripts/quickstart.py [--seed 0] [--out runs/quickstart] [--preset default|confirm|small|full|tiny]
+    python scripts/quickstart.py --pool OUT_SEED3 OUT_SEED4 ... --out POOLED   # the pre-registered pooled tests
 
 Steps (each printed before it runs): pv world, pv survey simulate --observers-only (in a second process,
-beside the next steps: the observers need only the world), pv fit (classifier M), pv fit (decoder), pv
-analyze (val: M's mAP on the unbiased split; test: the planted causes), pv survey build, pv survey simulate
-(reusing the observers), pv survey analyze, pv sanity-check. Then decoder metrics on held-out images (SSIM, PSNR per background kind;
-agreement of M's top class on reconstruction vs input, per planted cause) and OUT/report.html,
-OUT/summary.json. Torch runs single-threaded (OMP_NUM_THREADS=1): on 2 busy cores two threads were
-8x slower than one.
+beside the next steps: the observers need only the world), pv fit (classifier M), pv fit (decoder, on M's
+cached latents), pv analyze (val: M's mAP on the unbiased split; test: the planted causes), two studies on the
+same observers: (a) the paper's (`pv survey build`, wrong = bucket incorrect) and (b) by planted cause
+(`--stratify cause`: wrong = M's top class not a true label, equal numbers per cause), each `pv survey simulate`
+and `pv survey analyze`, then pv sanity-check. Then decoder metrics on held-out images (SSIM, PSNR per background
+kind; agreement of M's top class on reconstruction vs input, per planted cause), OUT/report.html, OUT/summary.json
+and OUT/wrong_predictions.png (M's wrong predictions of study (b): input | Grad-CAM | reconstruction | PV).
+Torch runs single-threaded (OMP_NUM_THREADS=1): on 2 busy cores two threads were 8x slower than one.
+The pre-registered design (benchmarks/PREREGISTRATION.md) is preset `confirm`.
 """
 from __future__ import annotations
 
@@ -17,27 +21,36 @@ import atexit
 import csv
 import html
 import json
+import math
 import os
 import shlex
 import subprocess
 import sys
 import time
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PV = [sys.executable, "-m", "pv.cli"]
+STUDIES = {"paper": "none", "by cause": "cause"}  # study -> `pv survey build --stratify`
+SUFFIX = {"paper": "", "by cause": "_cause"}  # OUT/study, OUT/simulation (a); OUT/study_cause, OUT/simulation_cause (b)
+ARMS = ("pv", "gradcam", "input", "reconstruction")
 # Presets (sizes and epochs only: the world's design, M, the decoder's loss and the observer are the same in all).
-# "default" fits the 10-minute budget on 2 cores with one torch thread per process: the observers train in a second
-# process beside M and the decoder (measured per batch of 64 on one core: M 0.3 s, decoder 0.8 s in bf16 / 0.95 s
-# fp32, observer 0.45 s; see benchmarks/WORLD.md); "full" is the world's DEFAULT_COUNTS and the configs' epochs.
+# "default" is sized for the 10-minute budget on 2 cores with one torch thread per process: the observers (5 x 5
+# epochs, about 420 s on one core) train in a second process beside M and the decoder, which are sized to finish
+# about when they do (8 decoder epochs on cached latents; see benchmarks/WORLD.md); "full" is the world's
+# DEFAULT_COUNTS and the configs' epochs.
 PRESETS: dict[str, dict] = {
     "tiny": {"world": {"train": 300, "val": 100, "test-unbiased": 100, "test-per-cause": 40, "observer-train": 300, "observer-val": 60},
              "classifier_epochs": 1, "decoder_epochs": 1, "observer_epochs": 1, "questions": (4, 4)},
     "small": {"world": {"train": 2500, "val": 400, "test-unbiased": 150, "test-per-cause": 80, "observer-train": 1500, "observer-val": 200},
               "classifier_epochs": 4, "decoder_epochs": 2, "observer_epochs": 2, "questions": None},
     "default": {"world": {"train": 4000, "val": 500, "test-unbiased": 200, "test-per-cause": 100, "observer-train": 2400, "observer-val": 300},
-                "classifier_epochs": 4, "decoder_epochs": 6, "observer_epochs": 5, "questions": None},
+                "classifier_epochs": 4, "decoder_epochs": 8, "observer_epochs": 5, "questions": None},
+    # the pre-registered design (benchmarks/PREREGISTRATION.md): the same numbers as "default", named so that it cannot drift
+    "confirm": {"world": {"train": 4000, "val": 500, "test-unbiased": 200, "test-per-cause": 100, "observer-train": 2400, "observer-val": 300},
+                "classifier_epochs": 4, "decoder_epochs": 8, "observer_epochs": 5, "questions": None},
     "full": {"world": {}, "classifier_epochs": None, "decoder_epochs": None, "observer_epochs": 3, "questions": None},
 }  # fmt: skip
 
@@ -130,6 +143,23 @@ def cause_errors(predictions: Path, world: Path) -> dict:
                     "top_is_implicated": sum(c for _, _, c in v) / len(v)} for cause, v in sorted(groups.items())}  # fmt: skip
 
 
+def study_summary(simulation: Path) -> dict:
+    """One simulated study's numbers: per arm accuracy on right and wrong predictions (and can't tell, filler picks),
+    the paper's two Mann-Whitney tests, and per planted cause n questions, accuracy per arm with its 95% CI, the tests."""
+    simulated = json.loads((simulation / "simulation.json").read_text())
+    table = json.loads((simulation / "report" / "summary.json").read_text())
+    arms = {arm: {"correct": simulated["accuracy"].get(arm, {}).get("correct", {}).get("mean"),
+                  "incorrect": simulated["accuracy"].get(arm, {}).get("incorrect", {}).get("mean"),
+                  "cant_tell": simulated["cant_tell"].get(arm), "filler_pick": simulated["filler_pick"].get(arm)} for arm in ARMS}  # fmt: skip
+    tests = {subset: None if t is None else {k: t[k] for k in ("alternative", "u", "z", "p", "n1", "n2")} for subset, t in table["tests"].items()}
+    by_cause = {group: {"subset": g["subset"], "n_questions": g["n_questions"],
+                        "arms": {arm: {"accuracy": a["accuracy"], "ci95": a["ci95"]} for arm, a in g["arms"].items()},
+                        "tests": {name: {k: t.get(k) for k in ("hypothesis", "first", "second", "alternative", "u", "z", "p", "p_holm")}
+                                  for name, t in g["tests"].items()}}
+                for group, g in (table.get("by_cause") or {}).items()}  # fmt: skip
+    return {"arms": arms, "tests": tests, "by_cause": by_cause, "selection": table.get("selection")}
+
+
 def panel_uri(path: Path) -> str:
     """The right-hand panel of a study image as an inline PNG."""
     import base64
@@ -144,14 +174,53 @@ def panel_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+PANELS = (("input", "input"), ("gradcam", "Grad-CAM"), ("reconstruction", "reconstruction"), ("pv", "PV"))
+SIGN = {"less": "<", "greater": ">", "two-sided": "!="}
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}g}" if digits == 4 else f"{value:.{digits}f}"
+
+
+def wrong_predictions_png(simulation: Path, world: Path, path: Path, per_cause: int = 2) -> Path:
+    """A picture of M's wrong predictions: per planted cause its first `per_cause` questions (by id: no picking),
+    one row each, input | Grad-CAM | reconstruction | PV as the study shows them, a caption above every row."""
+    from PIL import Image, ImageDraw
+
+    from pv.data.world import CAUSES, read_truth
+
+    truth = read_truth(world)
+    manifest = json.loads((simulation / "manifest.json").read_text())
+    wrong = sorted((q for q in manifest["questions"] if q["subset"] == "incorrect"), key=lambda q: q["id"])
+    rows = [q for cause in CAUSES for q in [q for q in wrong if truth[q["image_id"]]["cause"] == cause][:per_cause]]
+    size, caption, gap = 128, 14, 4
+    sheet = Image.new("RGB", (len(PANELS) * (size + gap) + gap, caption + len(rows) * (caption + size + gap) + gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    for column, (_, label) in enumerate(PANELS):
+        draw.text((gap + column * (size + gap), 1), label, fill="black")
+    for row, q in enumerate(rows):
+        top = caption + row * (caption + size + gap)
+        t = truth[q["image_id"]]
+        draw.text((gap, top + 1), f"{t['cause']}: M says {q['top_class']}; true {', '.join(q['labels'])}", fill="black")
+        for column, (arm, _) in enumerate(PANELS):
+            picture = Image.open(simulation / q["images"][arm]).convert("RGB")
+            panel = picture.crop((picture.width - picture.height, 0, picture.width, picture.height)).resize((size, size))
+            sheet.paste(panel, (gap + column * (size + gap), top + caption))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, optimize=True)
+    return path
+
+
 def write_report(out: Path, summary: dict, steps: list[dict], causes: dict, decoder: dict, world: Path) -> Path:
     from pv.atomic import write_text
     from pv.data.world import read_truth
 
     e = html.escape
     truth = read_truth(world)
-    manifest = json.loads((out / "simulation" / "manifest.json").read_text())
-    table = json.loads((out / "simulation" / "report" / "summary.json").read_text())
     parts = ["<!doctype html><meta charset='utf-8'><title>pv quickstart: a world where the truth is known</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:.3em .6em}img.p{width:128px;image-rendering:pixelated}figure{display:inline-block;margin:.3em}</style>",
@@ -166,24 +235,43 @@ def write_report(out: Path, summary: dict, steps: list[dict], causes: dict, deco
     parts.append("</table><h2>Decoder</h2><table><tr><th>images</th><th>n</th><th>SSIM</th><th>PSNR (dB)</th><th>top-class agreement</th></tr>")
     for key, d in decoder.items():
         parts.append(f"<tr><td>{e(key)}</td><td>{d['images']}</td><td>{d['ssim']:.3f}</td><td>{d['psnr']:.2f}</td><td>{100 * d['agreement']:.1f}%</td></tr>")
-    parts.append("</table><h2>M's wrong predictions: input | Grad-CAM | reconstruction | PV</h2>")
-    for q in [q for q in manifest["questions"] if q["subset"] == "incorrect"]:
+    parts.append("</table><h2>M's wrong predictions (study b, by cause): input | Grad-CAM | reconstruction | PV</h2>"
+                 "<img src='wrong_predictions.png' alt='wrong predictions'>")
+    cause_manifest = json.loads((out / "simulation_cause" / "manifest.json").read_text())
+    for q in [q for q in cause_manifest["questions"] if q["subset"] == "incorrect"]:
         t = truth.get(q["image_id"], {})
-        figures = "".join(f"<figure><img class='p' src='{panel_uri(out / 'simulation' / q['images'][arm])}' alt='{arm}'><figcaption>{label}</figcaption></figure>"
-                          for arm, label in (("input", "input"), ("gradcam", "Grad-CAM"), ("reconstruction", "reconstruction"), ("pv", "PV")))  # fmt: skip
+        figures = "".join(f"<figure><img class='p' src='{panel_uri(out / 'simulation_cause' / q['images'][arm])}' alt='{arm}'><figcaption>{label}</figcaption></figure>"
+                          for arm, label in PANELS)  # fmt: skip
         parts.append(f"<div><p><b>{e(q['image_id'])}</b>: labels {e(', '.join(q['labels']))}; M says <b>{e(q['top_class'])}</b>; "
                      f"planted cause: <b>{e(t.get('cause', '?'))}</b> (implicates {e(t.get('implicated') or '-')}), background {e(t.get('background', '?'))}</p>{figures}</div>")  # fmt: skip
-    parts.append("<h2>Simulated user study (Table 1)</h2><table><tr><th>arm</th><th>correctly classified</th><th>wrongly classified</th><th>can't tell</th><th>filler picks</th></tr>")
-    for arm in manifest["arm_order"]:
-        acc = table["arms"][arm]["accuracy"] if "accuracy" in table["arms"][arm] else {}
-        cells = [f"{100 * acc[s]['mean']:.1f}% +- {100 * (acc[s]['se'] or 0):.1f}" if s in acc and acc[s]["mean"] is not None else "n/a" for s in ("correct", "incorrect")]
-        parts.append(f"<tr><td>{e(manifest['arms'][arm]['title'])}</td><td>{cells[0]}</td><td>{cells[1]}</td>"
-                     f"<td>{100 * summary['observer']['cant_tell'].get(arm, float('nan')):.1f}%</td><td>{100 * summary['observer']['filler_pick'].get(arm, float('nan')):.1f}%</td></tr>")  # fmt: skip
-    parts.append("</table><p>Mann-Whitney U, Grad-CAM first (the paper's hypotheses: less on wrongly, greater on correctly classified images):</p><ul>")
-    for subset, test in table["tests"].items():
-        parts.append(f"<li>{e(subset)}: " + ("n/a" if test is None else f"U = {test['u']:.1f}, Z = {test['z']:.3f}, p = {test['p']:.4g} (n = {test['n1']}, {test['n2']})") + "</li>")
-    parts.append("</ul><img src='simulation/report/hist_incorrect.png' alt='histogram, wrongly classified'> "
-                 "<img src='simulation/report/hist_correct.png' alt='histogram, correctly classified'>")
+    for name, study in summary["studies"].items():
+        folder = f"simulation{SUFFIX[name]}"
+        manifest = json.loads((out / folder / "manifest.json").read_text())
+        title = {"paper": "(a) the paper's study: wrong = bucket incorrect (no true label predicted)",
+                 "by cause": "(b) by planted cause: wrong = M's top class not a true label, drawn equally per cause"}[name]
+        parts.append(f"<h2>Simulated user study {e(title)}</h2><table><tr><th>arm</th><th>correctly classified</th><th>wrongly classified</th>"
+                     "<th>can't tell</th><th>filler picks</th></tr>")  # fmt: skip
+        for arm in manifest["arm_order"]:
+            a = study["arms"][arm]
+            parts.append(f"<tr><td>{e(manifest['arms'][arm]['title'])}</td>" + "".join(f"<td>{percent(a[k])}</td>" for k in ("correct", "incorrect", "cant_tell", "filler_pick")) + "</tr>")
+        parts.append("</table><p>Mann-Whitney U, Grad-CAM first (the paper's alternatives: less on wrongly, greater on correctly classified images):</p><ul>")
+        for subset, test in study["tests"].items():
+            parts.append(f"<li>{e(subset)}: " + ("n/a" if test is None else f"U = {test['u']:.1f}, Z = {test['z']:.3f}, p = {test['p']:.4g} (n = {test['n1']}, {test['n2']})") + "</li>")
+        parts.append(f"</ul><img src='{folder}/report/hist_incorrect.png' alt='histogram, wrongly classified'> "
+                     f"<img src='{folder}/report/hist_correct.png' alt='histogram, correctly classified'>")
+        if study["by_cause"]:
+            parts.append("<h3>Per planted cause (accuracy with 95% CI; tests one-sided, Grad-CAM first; Holm over the study's tests)</h3>"
+                         "<table><tr><th>group</th><th>questions</th>" + "".join(f"<th>{e(a)}</th>" for a in ARMS) + "<th>tests</th></tr>")  # fmt: skip
+            for group, g in study["by_cause"].items():
+                cells = "".join(f"<td>{percent(g['arms'][a]['accuracy'])} [{percent(g['arms'][a]['ci95'][0])}, {percent(g['arms'][a]['ci95'][1])}]</td>" for a in ARMS)
+                tests = "; ".join(f"{e(t['hypothesis'] or n)} {e(t['first'])} {SIGN.get(t['alternative'], '?')} {e(t['second'])}: Z = {number(t['z'])}, "
+                                  f"p = {number(t['p'], 4)}, Holm p = {number(t['p_holm'], 4)}" for n, t in g["tests"].items())  # fmt: skip
+                parts.append(f"<tr><td>{e(group)}</td><td>{g['n_questions']}</td>{cells}<td>{tests}</td></tr>")
+            parts.append("</table>")
+    from pv.survey.examples import example_questions_html
+
+    parts.append("<h2>Example questions, study (b): one per planted cause, every arm as the observer saw it</h2>")
+    parts.append(example_questions_html(out / "simulation_cause", responses=out / "simulation_cause" / "responses.sqlite"))
     parts.append("<h2>Sanity check (cascading randomisation)</h2><img src='sanity/sanity.png' alt='sanity check curves'>")
     parts.append("<h2>Commands</h2><table><tr><th>step</th><th>command</th><th>seconds</th></tr>")
     parts += [f"<tr><td>{e(s['step'])}</td><td><code>{e(s['command'])}</code></td><td>{s['seconds']}</td></tr>" for s in steps]
@@ -191,16 +279,81 @@ def write_report(out: Path, summary: dict, steps: list[dict], causes: dict, deco
     return write_text(out / "report.html", "\n".join(parts) + "\n")
 
 
+def participant_accuracies(answers: Path) -> dict[tuple[str, str], list[float]]:
+    """(group, arm) -> per-observer accuracy on the group's questions (answers.csv of `pv survey simulate`);
+    group: the planted cause of a wrong-prediction question, or "correct" for every right-prediction question."""
+    hits: dict = defaultdict(list)
+    with answers.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            group = "correct" if row["subset"] == "correct" else row["cause"]
+            hits[group, row["arm"], row["observer"]].append(int(row["correct"]))
+    values: dict = defaultdict(list)
+    for (group, arm, _), correct in sorted(hits.items()):
+        values[group, arm].append(sum(correct) / len(correct))
+    return values
+
+
+def pooled_tests(runs: list[Path]) -> dict:
+    """The pre-registered confirmatory analysis: study (b)'s per-cause tests with the observers of all `runs` (one
+    world seed each) pooled, per-observer accuracy on its own seed's questions; one-sided Mann-Whitney, Holm over all."""
+    from pv.survey.bycause import HYPOTHESES
+    from pv.survey.stats import holm, mann_whitney
+
+    values: dict = defaultdict(list)
+    questions: dict = defaultdict(int)
+    for run in runs:
+        for key, v in participant_accuracies(run / "simulation_cause" / "answers.csv").items():
+            values[key] += v
+        for group, g in json.loads((run / "summary.json").read_text())["studies"]["by cause"]["by_cause"].items():
+            questions[group] += g["n_questions"]
+    result: dict = {"runs": [str(r) for r in runs], "groups": {}}
+    for group, tests in HYPOTHESES.items():
+        entry = {"n_questions": questions[group], "arms": {arm: {"accuracy": sum(v) / len(v) if (v := values[group, arm]) else None,
+                                                               "n_observers": len(values[group, arm])} for arm in ARMS}, "tests": {}}  # fmt: skip
+        for name, first, second, alternative, hypothesis in tests:
+            test = mann_whitney(values[group, first], values[group, second], alternative)
+            entry["tests"][name] = {"hypothesis": hypothesis, "first": first, "second": second, **(test.__dict__ if test else {"p": math.nan})}
+        result["groups"][group] = entry
+    family = [(g, n) for g, entry in result["groups"].items() for n in entry["tests"]]
+    for (g, n), adjusted in zip(family, holm([result["groups"][g]["tests"][n]["p"] for g, n in family])):
+        result["groups"][g]["tests"][n]["p_holm"] = adjusted
+    result["holm_family"] = [f"{g}/{n}" for g, n in family]
+    return result
+
+
+def pool(runs: list[Path], out: Path) -> int:
+    from pv.atomic import write_text
+
+    missing = [str(r) for r in runs if not (r / "summary.json").is_file()]
+    if missing:
+        raise SystemExit(f"quickstart --pool: no finished run (summary.json) in {', '.join(missing)}")
+    result = pooled_tests(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "pooled.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
+    for group, g in result["groups"].items():
+        arms = ", ".join(f"{arm} {percent(a['accuracy'])} (n = {a['n_observers']})" for arm, a in g["arms"].items())
+        print(f"{group} ({g['n_questions']} questions): {arms}")
+        for name, t in g["tests"].items():
+            print(f"  {t['hypothesis']} {t['first']} {SIGN.get(t.get('alternative'), '?')} {t['second']}: U = {number(t.get('u'), 1)}, "
+                  f"Z = {number(t.get('z'))}, p = {number(t['p'], 4)}, Holm p = {number(t['p_holm'], 4)}")  # fmt: skip
+    print(f"pooled tests of {len(runs)} runs: {out / 'pooled.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--out", default="runs/quickstart", help="output folder")
     parser.add_argument("--preset", choices=list(PRESETS), default="default",
-                        help="sizes and epochs: default (<= 10 min on 2 cores), small (about half), full (the world's default counts), tiny (smoke test)")
+                        help="sizes and epochs: default (sized for 10 min on 2 idle cores), confirm (the pre-registered design: the same numbers), small (about half), full (the world's default counts), tiny (smoke test)")
     parser.add_argument("--small", action="store_const", const="small", dest="preset", help="the same as --preset small")
     parser.add_argument("--tiny", action="store_const", const="tiny", dest="preset", help="the same as --preset tiny")
     parser.add_argument("--observers", type=int, default=5, help="observers per arm")
+    parser.add_argument("--pool", nargs="+", metavar="RUN", default=None,
+                        help="finished runs (one world seed each): the pre-registered by-cause tests with their observers pooled, into --out")
     args = parser.parse_args(argv)
+    if args.pool:
+        return pool([Path(r) for r in args.pool], Path(args.out))
     preset = PRESETS[args.preset]
     world_size = [x for key, value in preset["world"].items() for x in (f"--{key}", str(value))]
     epochs = ["--trainer.max_epochs", str(preset["classifier_epochs"])] if preset["classifier_epochs"] else []
@@ -223,20 +376,28 @@ def main(argv: list[str] | None = None) -> int:
                                                    "--observers", str(args.observers), *observer_epochs], out / "observers.log")  # fmt: skip
     step("fit the classifier M", ["fit", "--config", "configs/classifier/world.yaml", "--data.init_args.root", str(world),
                                   "--trainer.default_root_dir", str(cls_dir), "--trainer.enable_progress_bar", "false", *epochs], steps)  # fmt: skip
-    step("fit the PV decoder", ["fit", "--config", "configs/decoder/world.yaml", "--data.init_args.root", str(world),
+    step("fit the PV decoder", ["fit", "--config", "configs/decoder/world.yaml", "--data.init_args.source.init_args.root", str(world),
                                 "--model.init_args.encoder.init_args.checkpoint", str(classifier),
                                 "--trainer.default_root_dir", str(dec_dir), "--trainer.enable_progress_bar", "false", *decoder_epochs], steps)  # fmt: skip
     step("analyze M on the unbiased split", ["analyze", "--checkpoint", str(classifier), "--data", "configs/data/world.yaml", "--root", str(world),
                                              "--split", "val", "--out", str(out / "analysis_val")], steps)  # fmt: skip
     step("analyze M on the planted causes", ["analyze", "--checkpoint", str(classifier), "--data", "configs/data/world.yaml", "--root", str(world),
                                              "--split", "test", "--out", str(out / "analysis")], steps)  # fmt: skip
-    step("build the study", ["survey", "build", "--analysis", str(out / "analysis"), "--classifier", str(classifier), "--decoder", str(decoder),
-                             "--out", str(out / "study"), "--panel-size", "128", "--overwrite", *questions], steps)  # fmt: skip
+    # Two studies on the same observers: (a) the paper's buckets, (b) wrong questions drawn equally per planted cause.
+    # The presentation is pinned (not left to defaults), so the pre-registered design cannot drift.
+    presentation = ["--panel-size", "128", "--normalization", "minmax", "--fillers", "all", "--world", str(world), "--overwrite", *questions]
+    for name, stratify in STUDIES.items():
+        step(f"build study ({name})", ["survey", "build", "--analysis", str(out / "analysis"), "--classifier", str(classifier), "--decoder", str(decoder),
+                                       "--out", str(out / f"study{SUFFIX[name]}"), "--stratify", stratify, *presentation], steps)  # fmt: skip
     finish_step(observers, steps)
-    step("simulate the observers", ["survey", "simulate", "--study", str(out / "study"), "--world", str(world), "--out", str(out / "simulation"),
-                                    "--observers", str(args.observers), *observer_epochs], steps)  # fmt: skip
-    step("analyze the simulated study", ["survey", "analyze", "--db", str(out / "simulation" / "responses.sqlite"),
-                                         "--manifest", str(out / "simulation"), "--out", str(out / "simulation" / "report")], steps)  # fmt: skip
+    for name in STUDIES:
+        simulation = out / f"simulation{SUFFIX[name]}"
+        if SUFFIX[name]:  # the same observers: their cache is reused when the settings match (loaded, not retrained)
+            shutil.copytree(out / "simulation" / "observers", simulation / "observers")
+        step(f"simulate the observers ({name})", ["survey", "simulate", "--study", str(out / f"study{SUFFIX[name]}"), "--world", str(world),
+                                                  "--out", str(simulation), "--observers", str(args.observers), *observer_epochs], steps)  # fmt: skip
+        step(f"analyze the simulated study ({name})", ["survey", "analyze", "--db", str(simulation / "responses.sqlite"),
+                                                       "--manifest", str(simulation), "--out", str(simulation / "report")], steps)  # fmt: skip
     with (out / "analysis" / "predictions.csv").open(newline="", encoding="utf-8") as handle:
         rows = sorted(csv.DictReader(handle), key=lambda r: (r["bucket"] != "incorrect", r["id"]))
     (out / "sanity_images.txt").write_text("".join(r["path"] + "\n" for r in rows[:32]), encoding="utf-8")
@@ -246,19 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== decoder metrics and report", flush=True)
     decoder_numbers = decoder_metrics(classifier, decoder, world)
     causes = cause_errors(out / "analysis" / "predictions.csv", world)
-    simulation = json.loads((out / "simulation" / "simulation.json").read_text())
-    table = json.loads((out / "simulation" / "report" / "summary.json").read_text())
     sanity = json.loads((out / "sanity" / "sanity.json").read_text())
-    observer: dict = {arm: {s: simulation["accuracy"].get(arm, {}).get(s, {}).get("mean") for s in ("incorrect", "correct")} for arm in simulation["accuracy"]}
-    observer |= {"p_incorrect": (table["tests"].get("incorrect") or {}).get("p"), "p_correct": (table["tests"].get("correct") or {}).get("p"),
-                 "z_incorrect": (table["tests"].get("incorrect") or {}).get("z"), "z_correct": (table["tests"].get("correct") or {}).get("z"),
-                 "filler_pick": simulation["filler_pick"], "cant_tell": simulation["cant_tell"], "by_cause": simulation["accuracy_by_cause"]}  # fmt: skip
+    studies = {name: study_summary(out / f"simulation{SUFFIX[name]}") for name in STUDIES}
     summary = {
         "world": {"seed": args.seed, "preset": args.preset, **preset["world"]},
         "classifier": {"map": json.loads((out / "analysis_val" / "summary.json").read_text())["map"], "causes": causes},
         "decoder": {"ssim": decoder_numbers["all"]["ssim"], "psnr": decoder_numbers["all"]["psnr"], "agreement": decoder_numbers["all"]["agreement"],
                     "by_group": decoder_numbers},
-        "observer": observer,
+        "studies": studies,
         "sanity": {"pv_ssim_randomized": sanity["pv_ssim_randomized"], "gradcam_ssim_randomized": sanity["gradcam_ssim_randomized"],
                    "steps": sanity["steps"], "pv_ssim": sanity["pv_ssim"], "gradcam_ssim": sanity["gradcam_ssim"]},
         "steps": steps, "seconds": round(time.perf_counter() - total, 1),
@@ -266,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     from pv.atomic import write_text
 
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    wrong_predictions_png(out / "simulation_cause", world, out / "wrong_predictions.png")
     report = write_report(out, summary, steps, causes, decoder_numbers, world)
     print(f"\nquickstart done in {summary['seconds']:.0f} s: open {report} (numbers in {out / 'summary.json'})")
     return 0

@@ -75,7 +75,8 @@ def cache_latents(folder: str | Path, encoder: torch.nn.Module, image_size: int,
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
             chunks.append(encoder(center_crop(batch, image_size).float() / 255).half().cpu().numpy())
     np.save(folder / "latents.npy", np.concatenate(chunks))
-    (folder / "latents.json").write_text(json.dumps({"encoder": getattr(encoder, "config", {}), "image_size": image_size}))
+    fingerprint = encoder.fingerprint()["params_sha256"] if callable(getattr(encoder, "fingerprint", None)) else None
+    (folder / "latents.json").write_text(json.dumps({"encoder": getattr(encoder, "config", {}), "image_size": image_size, "params_sha256": fingerprint}))
     return folder
 
 
@@ -120,11 +121,12 @@ class CachedDataModule(pl.LightningDataModule):
     """Wraps any `ImageDataModule`: caches its images once at `cache_size`, then augments on the device.
 
     Training batches get a random `image_size` crop and a horizontal flip on the GPU; validation a
-    centre crop. `use_latents` adds cached E(x) to un-augmented training batches.
+    centre crop. `use_latents` adds cached E(x) to un-augmented training batches; with `build_latents`
+    they are computed at the start of `fit` with the model's own encoder when missing or made by another.
     """
 
     def __init__(self, source: ImageDataModule, cache_dir: str = "cache", cache_size: int | None = None, flip: bool = True,
-                 random_crop: bool = True, use_latents: bool = False, num_workers: int = 2):
+                 random_crop: bool = True, use_latents: bool = False, num_workers: int = 2, build_latents: bool = False):
         super().__init__()
         self.source = source
         self.cache_dir = Path(cache_dir)
@@ -134,7 +136,7 @@ class CachedDataModule(pl.LightningDataModule):
             raise ConfigError(f"cache_size ({self.cache_size}) must be >= image_size ({self.image_size})")
         if use_latents and (flip or (random_crop and self.cache_size > self.image_size)):
             raise ConfigError("use_latents needs un-augmented batches: set flip: false and random_crop: false")
-        self.flip, self.random_crop, self.use_latents = flip, random_crop, use_latents
+        self.flip, self.random_crop, self.use_latents, self.build_latents = flip, random_crop, use_latents, build_latents
         self.batch_size, self.num_workers = source.batch_size, num_workers
 
     def split_dir(self, split: str) -> Path:
@@ -151,10 +153,26 @@ class CachedDataModule(pl.LightningDataModule):
                 (self.split_dir(split) / "latents.npy").unlink(missing_ok=True)
 
     def setup(self, stage: str = "fit") -> None:
+        with_latents = self.use_latents
         if self.use_latents:
-            self.check_latents()
-        self.train_set = CachedBatches(self.split_dir("train"), with_latents=self.use_latents)
+            encoder = getattr(self.trainer.lightning_module, "encoder", None) if self.trainer is not None else None
+            if self.build_latents and encoder is None:
+                with_latents = False  # no model yet (e.g. pv fit's early data check): built when the Trainer sets up
+            else:
+                if self.build_latents and not self.latents_match(encoder):
+                    cache_latents(self.split_dir("train"), encoder, self.image_size, device=str(next(encoder.parameters()).device))
+                self.check_latents()
+        self.train_set = CachedBatches(self.split_dir("train"), with_latents=with_latents)
         self.val_set = CachedBatches(self.split_dir("val"))
+
+    def latents_match(self, encoder: torch.nn.Module) -> bool:
+        """Whether the cached training latents exist and were made by `encoder` (config and weights) at this image size."""
+        path = self.split_dir("train") / "latents.json"
+        if not path.is_file() or not (self.split_dir("train") / "latents.npy").is_file():
+            return False
+        cached = json.loads(path.read_text())
+        weights = encoder.fingerprint()["params_sha256"] if callable(getattr(encoder, "fingerprint", None)) else None
+        return cached.get("encoder") == encoder.config and cached.get("image_size") == self.image_size and cached.get("params_sha256") == weights
 
     def check_latents(self) -> None:
         """Cached latents must exist and come from the encoder being trained against (same config)."""
@@ -169,6 +187,10 @@ class CachedDataModule(pl.LightningDataModule):
                 f"{folder / 'latents.npy'} holds latents of {cached.get('encoder')} at {cached.get('image_size')} px, but the model's "
                 f"encoder is {encoder} at {self.image_size} px: run cache_latents again for this encoder"
             )
+        fingerprint = getattr(getattr(model, "encoder", None), "fingerprint", None)
+        if cached.get("params_sha256") and callable(fingerprint) and cached["params_sha256"] != fingerprint()["params_sha256"]:
+            raise ConfigError(f"{folder / 'latents.npy'} holds latents of other weights than the model's encoder (same config): "
+                              "run cache_latents again, or set build_latents: true")
 
     def _loader(self, dataset: CachedBatches, shuffle: bool) -> DataLoader:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.source.seed)) if shuffle else SequentialSampler(dataset)

@@ -31,7 +31,8 @@ class DecoderModule(pl.LightningModule):
     here. Speed: `channels_last` (NHWC convolutions; "auto": when the Trainer runs bf16), `compile`
     (torch.compile encoder and decoder in place, checkpoint keys unchanged); mixed precision is the
     Trainer's `precision: bf16-mixed` (CPU too). Batches may carry a precomputed `latent`
-    (see `pv.data.CachedDataModule`). `resize_output`: the decoder may output fewer pixels than the
+    (see `pv.data.CachedDataModule`). `lr_schedule="onecycle"`: warm-up to the optimizer's lr, then cosine
+    annealing, stepped per batch over the whole fit (`OneCycleLR`). `resize_output`: the decoder may output fewer pixels than the
     images (a CPU-sized decoder, e.g. 112 px for 224 px images): MSE and SSIM compare it with the images
     area-resized to its size, DSIM and the val/test metrics see it bilinearly upsampled to the images'
     size, as `PerceptionVisualizer.reconstruct` shows it. Checkpoints record the encoder's config and fingerprint, and
@@ -47,8 +48,11 @@ class DecoderModule(pl.LightningModule):
         channels_last: bool | Literal["auto"] = False,
         compile: bool = False,
         resize_output: bool = False,
+        lr_schedule: Literal["constant", "onecycle"] = "constant",
     ):
         super().__init__()
+        if lr_schedule not in ("constant", "onecycle"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")
         if decoder.in_channels != encoder.out_channels:
             layer = encoder.config["layer"]
             raise ValueError(
@@ -61,6 +65,7 @@ class DecoderModule(pl.LightningModule):
         self.optimizer = optimizer
         self.channels_last = channels_last
         self.resize_output = resize_output
+        self.lr_schedule = lr_schedule
         self.metrics = nn.ModuleDict({stage: image_metrics() for stage in ("val", "test")})  # one set per stage
         if channels_last is True:
             self.to(memory_format=torch.channels_last)
@@ -83,6 +88,8 @@ class DecoderModule(pl.LightningModule):
         if self.channels_last is True:
             images = images.contiguous(memory_format=torch.channels_last)
         latent = batch.get("latent")  # precomputed E(x) when the data module caches latents
+        if latent is not None and self.channels_last is True:
+            latent = latent.contiguous(memory_format=torch.channels_last)
         if latent is None:
             with torch.no_grad():
                 latent = self.encoder(images)  # (B, C, h, w), no gradient needed for the target
@@ -129,8 +136,14 @@ class DecoderModule(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self(batch["image"])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.decoder.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.optimizer(self.decoder.parameters())
+        if self.lr_schedule == "constant":
+            return optimizer
+        # one cycle (Smith 2018): 30% warm-up to the optimizer's lr, then cosine annealing, per step over the whole fit
+        peak = [group["lr"] for group in optimizer.param_groups]
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["encoder_config"] = self.encoder.config

@@ -106,3 +106,30 @@ def test_latents_of_another_encoder_are_rejected(folder, tmp_path):
                          enable_model_summary=False, accelerator="cpu")
     with pytest.raises(ValueError, match="holds latents of .*layer3.* but the model's encoder is .*layer4"):
         trainer.fit(module, data)
+
+
+def test_build_latents_computes_them_with_the_models_encoder_and_redoes_them_for_other_weights(folder, tmp_path):
+    source = ImageFolderDataModule(root=str(folder), val_fraction=0.2, image_size=64, batch_size=4)
+
+    def fit(encoder: FrozenEncoder) -> np.ndarray:
+        data = CachedDataModule(source, cache_dir=str(tmp_path / "cache"), flip=False, random_crop=False, use_latents=True,
+                                build_latents=True, num_workers=0)
+        data.prepare_data()
+        data.setup("fit")  # no trainer yet (pv fit checks the data early): no latents needed, none built
+        assert "latent" not in next(iter(data.train_dataloader()))
+        module = DecoderModule(encoder, Decoder(512, (8, 8, 8, 8, 8)))
+        trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=1, accelerator="cpu")
+        trainer.fit(module, data)
+        latents = np.load(data.split_dir("train") / "latents.npy")
+        images = torch.from_numpy(np.load(data.split_dir("train") / "images.npy")).float() / 255
+        with torch.no_grad():
+            expected = encoder(images)
+        assert np.allclose(latents, expected.numpy(), rtol=1e-2, atol=1e-2 * expected.abs().max().item())
+        return latents
+
+    torch.manual_seed(0)
+    first = fit(FrozenEncoder("resnet18", "layer4", weights=None))
+    assert not (tmp_path / "cache" / "train_64px" / "latents.npy").stat().st_size == 0
+    torch.manual_seed(1)  # same config, other weights, the first encoder's latents on disk: rebuilt, never reused
+    assert not np.allclose(first, fit(FrozenEncoder("resnet18", "layer4", weights=None)))

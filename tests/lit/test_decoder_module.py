@@ -106,3 +106,24 @@ def test_bf16_mixed_and_channels_last_train_on_cpu(tmp_path):
     assert module.channels_last is True
     assert module.decoder.to_rgb.weight.is_contiguous(memory_format=torch.channels_last)
     assert trainer.global_step == 2 and torch.isfinite(trainer.logged_metrics["val/loss"])
+
+
+def test_onecycle_schedule_warms_up_then_anneals_per_step():
+    module = DecoderModule(FrozenEncoder("resnet18", "layer4", weights=None), Decoder(512, (8, 8, 8, 8, 8)), lr_schedule="onecycle",
+                           optimizer=lambda p: torch.optim.Adam(p, lr=0.01))
+    data = [{"image": torch.rand(2, 3, 64, 64)} for _ in range(10)]
+    rates = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", callbacks=[Record()], num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    peak = rates.index(max(rates))
+    assert len(rates) == 20 and rates[0] == pytest.approx(0.01 / 25) and max(rates) == pytest.approx(0.01, rel=0.05)
+    assert 3 <= peak <= 8 and rates[-1] < 0.01 / 100  # 30% warm-up, then down to ~0 at the last of the 20 steps
+    assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1])) and all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        DecoderModule(FrozenEncoder("resnet18", "layer4", weights=None), Decoder(512, (8, 8, 8, 8, 8)), lr_schedule="cosine")
