@@ -116,3 +116,10 @@ def test_every_paper_config_on_voc_uses_the_one_split():
     names = ["classifier/voc_resnet50.yaml", "classifier/voc_resnet50_authors.yaml", "classifier/voc_resnet18.yaml", "decoder/voc_resnet50.yaml",
              "decoder/voc_resnet50_fast.yaml", "decoder/voc_resnet18.yaml", "decoder/imagenet_resnet50.yaml"]  # fmt: skip
     assert {name: split_of(name) for name in names} == {name: ("2012", "trainval", 0.3, 0) for name in names}
+
+
+def test_analyze_heldout_needs_a_data_config_that_holds_out(tmp_path, voc_root, capsys):
+    assert main(["analyze", "--checkpoint", str(tmp_path / "none.ckpt"), "--data", str(CONFIGS / "data" / "voc.yaml"), "--root", str(voc_root),
+                 "--split", "heldout", "--out", str(tmp_path / "out")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--split heldout needs a data config with val_fraction" in err
