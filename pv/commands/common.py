@@ -116,7 +116,7 @@ def user_errors(prefix: str = "") -> Iterator[None]:
 
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("classifier (one of)")
-    group.add_argument("--classifier", "--model", dest="classifier", metavar="CKPT", help="pv classifier checkpoint (from pv fit)")
+    group.add_argument("--classifier", "--model", dest="classifier", metavar="CKPT", help="pv classifier checkpoint (from pv fit), or a folder / Hub id USER/NAME from pv export")
     group.add_argument("--arch", help="any torchvision classifier instead, e.g. resnet50, vgg16, mobilenet_v3_large")
     group.add_argument("--weights", default="none", help="torchvision weights for --arch, e.g. IMAGENET1K_V2, DEFAULT, or none (random)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")

@@ -33,7 +33,7 @@ def parser() -> CommandParser:
         "(--pv-saliency through the decoder's latent layer). Writes CSV + Markdown tables, curves.png and index.html.",
     )
     add_classifier_arguments(p)
-    p.add_argument("--decoder", metavar="CKPT", help="pv decoder checkpoint: adds the reconstruction metrics; needed by --methods pv")
+    p.add_argument("--decoder", metavar="CKPT", help="pv decoder checkpoint, or a folder / Hub id from pv export: adds the reconstruction metrics; needed by --methods pv")
     add_encoder_mismatch_argument(p)
     add_folder_arguments(p)
     p.add_argument("--methods", default="gradcam", help=f"comma-separated: {PV}, {', '.join(saliency_names())}")

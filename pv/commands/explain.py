@@ -36,7 +36,7 @@ def parser() -> CommandParser:
     add_classifier_arguments(p)
     p.add_argument(
         "--decoder", metavar="CKPT", action="append",
-        help="pv decoder checkpoint (from pv fit), needed by pv and cpv; repeat it to show several decoders side by side, "
+        help="pv decoder checkpoint (from pv fit) or a folder / Hub id USER/NAME from pv export, needed by pv and cpv; repeat it to show several decoders side by side, "
         "each titled with the data it was trained on",
     )  # fmt: skip
     add_encoder_mismatch_argument(p)

@@ -13,7 +13,7 @@ from torch import nn
 
 from pv.commands.common import (
     CommandParser, OutputError, UsageError, add_classifier_arguments, classifier_from_arguments, classifier_name, display_name,
-    input_size_of, make_visualizer, positive_int, user_errors,
+    input_size_of, make_visualizer, positive_int, resolve_device, user_errors,
 )  # fmt: skip
 from pv.errors import PVError
 
@@ -217,7 +217,7 @@ def explained_classifier(args, checkpoint: dict, encoder_config: dict) -> nn.Mod
     return model.eval()
 
 
-def held_out(visualizer, paths: list[Path], image_size: int, batch_size: int, training: dict | None) -> tuple[dict, list]:
+def held_out(visualizer, paths: list[Path], image_size: int, batch_size: int, training: dict | None, device: torch.device) -> tuple[dict, list]:
     """SSIM, PSNR and top-class agreement M(y) = M(x) over held-out images (refused when one was trained on),
     and the first FIGURE_IMAGES (name, image, reconstruction) for the figure."""
     from tqdm.auto import tqdm
@@ -233,12 +233,13 @@ def held_out(visualizer, paths: list[Path], image_size: int, batch_size: int, tr
     shown: list = []
     with tqdm(total=len(paths), desc="pv export: held-out images", unit="img", dynamic_ncols=True) as bar:
         for batch_paths, images in load_batches(paths, image_size, batch_size):
+            images = images.to(device)  # (B, 3, S, S)
             metrics = decoder_metrics(visualizer, images)
             for key in values:
-                values[key].append(metrics[key].float())
+                values[key].append(metrics[key].float().cpu())
             if len(shown) < FIGURE_IMAGES:
                 reconstructions = visualizer.reconstruct(images)
-                shown += [(p, images[i], reconstructions[i]) for i, p in enumerate(batch_paths)][: FIGURE_IMAGES - len(shown)]
+                shown += [(p, images[i].cpu(), reconstructions[i].cpu()) for i, p in enumerate(batch_paths)][: FIGURE_IMAGES - len(shown)]
             bar.update(len(batch_paths))
     if not values["ssim"]:
         from pv.data.batches import NoImagesError
@@ -277,16 +278,17 @@ def export_decoder(args, folder: Path, name: str) -> None:
         raise UsageError(f"--decoder {args.decoder} records no encoder fingerprint (written by an older pv): a shared decoder must name the classifier it explains; retrain it with pv fit")
     run = run_config(args.decoder)
     trained_size = find_key(run.get("data"), "image_size")
-    model = explained_classifier(args, checkpoint, encoder_config)
+    device = resolve_device(args.device)
+    model = explained_classifier(args, checkpoint, encoder_config).to(device)
     description = classifier_name(args) if (args.classifier or args.arch) else "the classifier its checkpoint records"
-    visualizer = make_visualizer(model, args.decoder, torch.device("cpu"), classifier=description)  # refuses another classifier's decoder
+    visualizer = make_visualizer(model, args.decoder, device, classifier=description)  # refuses another classifier's decoder
     numbers, figure = None, None
     if args.images:
         from pv.data.batches import image_paths
 
         paths = image_paths(args.images)[: args.limit]
         size = args.image_size or (int(trained_size) if trained_size else input_size_of(model))
-        numbers, shown = held_out(visualizer, paths, size, args.batch_size, record)
+        numbers, shown = held_out(visualizer, paths, size, args.batch_size, record, device)
         figure = held_out_figure(shown, Path(args.images), folder / FIGURE, numbers).name
         numbers["source"] = Path(args.images).name
     pv = {
