@@ -123,8 +123,8 @@ class SharedFolder:
     tensors: dict[str, torch.Tensor]
 
     @property
-    def kind(self) -> str:
-        return self.config["pv"]["kind"]
+    def kind(self) -> str | None:
+        return (self.config.get("pv") or {}).get("kind")
 
     @property
     def arguments(self) -> dict:
@@ -132,10 +132,11 @@ class SharedFolder:
         return {key: value for key, value in self.config.items() if key != "pv"}
 
 
-def read_folder(path: str | Path, map_location="cpu", **download) -> SharedFolder:
+def read_folder(path: str | Path, map_location="cpu", *, require_record: bool = True, **download) -> SharedFolder:
     """Read and cross-check a folder written by `pv export` (or its Hub id): `SharedModelError` naming it
     when config.json is missing or not pv's, the weights are not safetensors, their digest is not the
-    one config.json records, or the model card (README.md) states another kind, weights or encoder."""
+    one config.json records, or the model card (README.md) states another kind, weights or encoder.
+    `require_record=False` also reads a plain `save_pretrained` folder (no pv record: nothing to cross-check)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -150,8 +151,10 @@ def read_folder(path: str | Path, map_location="cpu", **download) -> SharedFolde
         raise SharedModelError(f"{config_path} is not valid JSON ({err})") from None
     pv = config.get("pv") if isinstance(config, dict) else None
     if not isinstance(pv, dict) or pv.get("kind") not in KINDS:
-        raise SharedModelError(f"{config_path} has no pv record (\"pv\": {{\"kind\": decoder|classifier}}): it was not written by pv export")
-    if pv.get("format") != FORMAT:
+        if require_record:
+            raise SharedModelError(f"{config_path} has no pv record (\"pv\": {{\"kind\": decoder|classifier}}): it was not written by pv export")
+        pv = None
+    elif pv.get("format") != FORMAT:
         raise SharedModelError(f"{config_path} is pv export format {pv.get('format')!r}; this pv reads format {FORMAT}: update pv")
     if not weights_path.is_file():
         pickled = [name for name in ("pytorch_model.bin", "model.bin", "model.pt", "model.ckpt") if (folder / name).exists()]
@@ -161,10 +164,11 @@ def read_folder(path: str | Path, map_location="cpu", **download) -> SharedFolde
         tensors = load_file(weights_path, device=str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise SharedModelError(f"Cannot read {weights_path}: not a safetensors file, or a damaged one ({str(err).splitlines()[0]})") from None
-    if weights_sha256(tensors) != pv.get("weights_sha256"):
-        raise SharedModelError(f"{source}: the weights in {WEIGHTS} are not the ones {CONFIG} describes (weights_sha256 differs): "
-                               "re-export the folder with pv export")  # fmt: skip
-    check_card(folder / CARD, pv, source)
+    if pv is not None:
+        if weights_sha256(tensors) != pv.get("weights_sha256"):
+            raise SharedModelError(f"{source}: the weights in {WEIGHTS} are not the ones {CONFIG} describes (weights_sha256 differs): "
+                                   "re-export the folder with pv export")  # fmt: skip
+        check_card(folder / CARD, pv, source)
     return SharedFolder(source, config, tensors)
 
 
@@ -215,6 +219,16 @@ def state_dict_error(err: RuntimeError) -> str:
     return (lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__)[:300]
 
 
+PLAIN_CARD = """---
+{{ card_data }}
+---
+
+A pv {{ kind }} saved with `save_pretrained`: `{{ kind | capitalize }}.from_pretrained` reads it back. It carries no
+record of its run; `pv export` writes the model card (the classifier it explains, training data, held-out numbers)
+and the record pv's commands check when they load a folder.
+"""
+
+
 def card_template(kind: str) -> str:
     return (CARDS / f"{kind}.md").read_text(encoding="utf-8")
 
@@ -237,6 +251,14 @@ class HubMixin(PyTorchModelHubMixin, library_name="pv", paper_url=PAPER_URL, tag
         """config.json for this model: its constructor arguments (as the mixin recorded them) and pv's record."""
         return {**(self._hub_mixin_config or {}), "pv": {"format": FORMAT, "kind": self.hub_kind, **pv}}
 
+    def generate_model_card(self, *args, **kwargs):
+        """The kind's card from `pv export`'s values; a plain `save_pretrained` (no values) gets a short card saying so."""
+        if "title" not in kwargs:
+            from huggingface_hub import ModelCard
+
+            return ModelCard.from_template(card_data=self._hub_mixin_info.model_card_data, template_str=PLAIN_CARD, kind=self.hub_kind)
+        return super().generate_model_card(*args, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """model.safetensors, its header naming the framework and pv's kind (the mixin's own writes no metadata)."""
         from safetensors.torch import save_model
@@ -252,9 +274,9 @@ class HubMixin(PyTorchModelHubMixin, library_name="pv", paper_url=PAPER_URL, tag
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download: bool, local_files_only: bool, token,
                          config: dict | None = None, map_location: str = "cpu", **model_kwargs):  # fmt: skip
-        shared = read_folder(model_id, map_location, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                             token=token, local_files_only=local_files_only)  # fmt: skip
-        if shared.kind != cls.hub_kind:
+        shared = read_folder(model_id, map_location, require_record=False, revision=revision, cache_dir=cache_dir,
+                             force_download=force_download, token=token, local_files_only=local_files_only)  # fmt: skip
+        if shared.kind not in (None, cls.hub_kind):
             raise SharedModelError(f"{model_id} holds a pv {shared.kind}, not a {cls.hub_kind}")
         model = cls(**(shared.arguments | model_kwargs))
         try:

@@ -211,3 +211,32 @@ def test_offline_a_hub_id_says_how_to_download_it(monkeypatch):
     message = str(info.value)
     assert "\n" not in message and "someone/pv-decoder" in message
     assert "hf download someone/pv-decoder --local-dir DIR" in message
+
+
+def test_a_plain_save_pretrained_round_trips_but_is_no_pv_export(tmp_path):
+    torch.manual_seed(0)
+    decoder = Decoder(16, (8, 8))
+    decoder.save_pretrained(tmp_path / "plain")
+    assert "pv export` writes the model card" in (tmp_path / "plain" / CARD).read_text()
+    assert torch.equal(Decoder.from_pretrained(tmp_path / "plain").to_rgb.weight, decoder.to_rgb.weight)
+    with pytest.raises(CheckpointError, match="has no pv record"):  # no encoder record: pv cannot check what it explains
+        load_decoder(tmp_path / "plain")
+
+
+def test_held_out_images_must_not_be_training_images(checkpoints, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from pv.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(images / name)
+    checkpoint = torch.load(checkpoints["decoder"], weights_only=True)
+    checkpoint["pv_training_data"]["root"] = str(images)  # trained on images/a.png and images/b.png
+    torch.save(checkpoint, tmp_path / "dec.ckpt")
+    assert main(["export", "--decoder", str(tmp_path / "dec.ckpt"), "--images", str(images), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "1 of the images were trained on" in err and "a.png" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
