@@ -29,8 +29,8 @@ class PerceptionVisualizer:
     `encoder_config["layer"]`, else the last feature layer); D must decode that shape, and (when the
     checkpoint records one) M's encoder must be the one D learned to invert (`EncoderMismatchError`
     naming both, a warning with `allow_encoder_mismatch`). `saliency` defaults to Grad-CAM at the
-    latent layer (the paper's choice); maps are scaled by `normalization`: "max" (the authors') or
-    "minmax".
+    latent layer (the paper's choice); maps are scaled by `normalization`: "max" (the authors' Grad-CAM
+    function) or "minmax" (their survey images, `pv survey build`'s default).
     """
 
     def __init__(
