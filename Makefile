@@ -1,12 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make quickstart   venv + install + the known-truth world end to end (SEED=n for another world), report.html
 #   make test         venv + install + the test suite
+# Then, for the real pretrained model (needs the shared ImageNet photos, or ROOT=a folder whose file i is class i):
+#   make real         the EfficientNet-Lite0 study end to end (PRESET=demo|full, SEED=n, OUT=runs/real), report.html
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: quickstart test browser install
+.PHONY: quickstart real test browser install
 
 install: $(STAMP)
 
@@ -22,6 +24,14 @@ SEED ?= 0
 # process collapse on small shared machines, and the pipeline runs two processes side by side.
 quickstart: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/quickstart.py --seed $(SEED) --out runs/quickstart/seed$(SEED)
+
+# The real-model study (scripts/real.py): M = the packaged ImageNet EfficientNet-Lite0, observers Lite1 and Lite2.
+# Resumable: run it again with the same OUT to continue a killed run.
+PRESET ?= demo
+OUT ?= runs/real
+ROOT ?= ../shared/data/imagenet_samples
+real: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/real.py --preset $(PRESET) --seed $(SEED) --out $(OUT) --root $(ROOT)
 
 # Debian's Chromium for the survey's browser test (skipped when it cannot be installed).
 browser:

@@ -56,8 +56,10 @@ class PerceptionLoss(nn.Module):
         return -mean * image.shape[1] if self.ssim_reduction == "sum" else 1 - mean
 
     def forward(
-        self, reconstruction: torch.Tensor, image: torch.Tensor, encoder: nn.Module | None = None, latent: torch.Tensor | None = None
+        self, reconstruction: torch.Tensor, image: torch.Tensor, encoder: nn.Module | None = None, latent: torch.Tensor | None = None,
+        encoder_input: torch.Tensor | None = None,
     ) -> LossTerms:
+        """`encoder_input`: the reconstruction as E sees it for DSIM (e.g. upsampled to E's input size); default `reconstruction`."""
         a_mse, a_ssim, a_dsim = self.weights
         mse = F.mse_loss(reconstruction.float(), image.float())
         ssim_loss = self.ssim_loss(reconstruction, image)
@@ -67,7 +69,7 @@ class PerceptionLoss(nn.Module):
             if latent is None:
                 with torch.no_grad():
                     latent = encoder(image)  # (B, C, h, w)
-            dsim = F.mse_loss(encoder(reconstruction).float(), latent.float())
+            dsim = F.mse_loss(encoder(reconstruction if encoder_input is None else encoder_input).float(), latent.float())
         else:
             dsim = reconstruction.new_zeros((), dtype=torch.float32)
         total = a_mse * mse + a_ssim * ssim_loss + a_dsim * dsim

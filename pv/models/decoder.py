@@ -19,15 +19,29 @@ def transposed_padding(kernel_size: int) -> tuple[int, int]:
     return padding, 2 + 2 * padding - kernel_size
 
 
-class UpBlock(nn.Sequential):
-    """x2 upsampling: transposed conv (linear) -> BatchNorm -> `convs` x (3x3 conv -> LeakyReLU)."""
+UPSAMPLING = ("transposed", "nearest", "bilinear")
 
-    def __init__(self, in_channels: int, out_channels: int, convs: int = 1, kernel_size: int = 3, negative_slope: float = 0.2):
-        padding, output_padding = transposed_padding(kernel_size)
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=2, padding=padding, output_padding=output_padding, bias=False),
-            nn.BatchNorm2d(out_channels),
-        ]
+
+class UpBlock(nn.Sequential):
+    """x2 upsampling -> BatchNorm -> `convs` x (3x3 conv -> LeakyReLU).
+
+    `upsample="transposed"` (default): a stride-2 transposed conv of `kernel_size` (linear);
+    `"nearest"` / `"bilinear"`: resize-conv, an x2 resize then a `kernel_size` conv (no checkerboard
+    from uneven kernel overlap, Odena et al. 2016).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, convs: int = 1, kernel_size: int = 3, negative_slope: float = 0.2,
+                 upsample: str = "transposed"):  # fmt: skip
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
+        if upsample == "transposed":
+            padding, output_padding = transposed_padding(kernel_size)
+            up = [nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=2, padding=padding, output_padding=output_padding, bias=False)]
+        else:
+            if kernel_size % 2 == 0:
+                raise ValueError(f"upsample={upsample!r} needs an odd upsample_kernel (a same-size conv), got {kernel_size}")
+            up = [nn.Upsample(scale_factor=2, mode=upsample), nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)]
+        layers: list[nn.Module] = [*up, nn.BatchNorm2d(out_channels)]
         for _ in range(convs):
             layers += [nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.LeakyReLU(negative_slope)]
         super().__init__(*layers)
@@ -39,6 +53,7 @@ class Decoder(nn.Module, HubMixin, hub_kind="decoder"):
     `convs_per_block` is one count for every block or one per block; the authors' decoder
     (`make_decoder_model` in their utils.py) is widths (512, 512, 256, 128, 64), convs (2, 2, 2, 1, 1),
     `upsample_kernel=2` and LeakyReLU(0.2) (`negative_slope=0.2`): 16.7 M parameters, 7x7 -> 224x224.
+    `upsample`: "transposed" (default, the authors') or resize-conv ("nearest", "bilinear"); see `UpBlock`.
     """
 
     def __init__(
@@ -49,6 +64,7 @@ class Decoder(nn.Module, HubMixin, hub_kind="decoder"):
         out_channels: int = 3,
         upsample_kernel: int = 3,
         negative_slope: float = 0.2,
+        upsample: str = "transposed",
     ):
         super().__init__()
         if not widths:
@@ -62,9 +78,11 @@ class Decoder(nn.Module, HubMixin, hub_kind="decoder"):
             "in_channels": in_channels, "widths": list(widths), "convs_per_block": convs_per_block if isinstance(convs_per_block, int) else convs,
             "out_channels": out_channels, "upsample_kernel": upsample_kernel, "negative_slope": negative_slope,
         }  # fmt: skip
+        if upsample != "transposed":  # recorded only when set, so older checkpoints' configs stay as they were
+            self.config["upsample"] = upsample
         self.upscale = 2 ** len(widths)
         self.blocks = nn.Sequential(*(
-            UpBlock(c_in, c_out, n, upsample_kernel, negative_slope) for c_in, c_out, n in zip(channels, channels[1:], convs)
+            UpBlock(c_in, c_out, n, upsample_kernel, negative_slope, upsample) for c_in, c_out, n in zip(channels, channels[1:], convs)
         ))  # fmt: skip
         self.to_rgb = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
