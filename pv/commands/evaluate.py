@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return fields | {key: round(float(value), 6) for key, value in payload["metrics"].items()}
 
     items = [ImageItem(i, p, output_name(p, root)) for i, p in enumerate(paths)]
-    job = run_images(store, items, image_transform(image_size), step, finish, {"classifier": model, **({"decoder": visualizer.decoder} if visualizer else {})},
+    job = run_images(store, items, image_transform(image_size, model), step, finish, {"classifier": model, **({"decoder": visualizer.decoder} if visualizer else {})},
                      where, batch_size=args.batch_size, num_workers=args.num_workers, description="pv evaluate-explanations")  # fmt: skip
     if not job.main:
         return 0

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return fields
 
     models = {"classifier": model} | {f"decoder{i}": v.decoder for i, v in enumerate(visualizers)}
-    job = run_images(store, [ImageItem(i, p, output_name(p, root)) for i, p in enumerate(paths)], image_transform(image_size), step, finish,
+    job = run_images(store, [ImageItem(i, p, output_name(p, root)) for i, p in enumerate(paths)], image_transform(image_size, model), step, finish,
                      models, where, batch_size=args.batch_size, num_workers=args.num_workers, description="pv explain")  # fmt: skip
     if not job.main:
         return 0
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.logger == "wandb":
         from pv.lit.wandb_table import log_table
 
-        table_columns, rows = explain_rows(out, done, image_size, args.pv_saliency, args.colormap, args.alpha)
+        table_columns, rows = explain_rows(out, done, image_transform(image_size, model), args.pv_saliency, args.colormap, args.alpha)
         summary = {"images": len(done), "unreadable": len(records) - len(done)}
         folder = log_table(out, project=args.wandb_project, name="pv-explain", columns=table_columns, rows=rows, summary=summary, config=fingerprint)
         print(f"Logged {len(done)} row(s) to W&B ({folder})")
@@ -253,14 +253,13 @@ def main(argv: list[str] | None = None) -> int:
 INDEX_COLUMNS = ("key", "path", "sha256", "status", "classes", "probabilities", "labels", "bucket", "error")
 
 
-def explain_rows(out: Path, records: list[dict], image_size: int, method: str, colormap: str, alpha: float) -> tuple[list[str], list[list]]:
+def explain_rows(out: Path, records: list[dict], transform, method: str, colormap: str, alpha: float) -> tuple[list[str], list[list]]:
     """W&B table columns and one row per image: input, saliency over it, reconstruction and PV (uint8 HWC, top class),
     true and predicted classes, bucket, probabilities."""
     from pv.data.images import load_image
     from pv.explain.combine import perception_visualization
     from pv.explain.figures import to_uint8
 
-    transform = image_transform(image_size)
     columns = ["image", "input", saliency_title(method) if method in saliency_names() else method, "reconstruction", "PV",
                "true classes", "predicted classes", "bucket", "probabilities"]  # fmt: skip
     rows = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from pv.data.images import UnreadableImageError, list_images, load_image
-from pv.data.transforms import ImageTransform
+from pv.data.transforms import ImageTransform, classifier_transform
 from pv.errors import PVError
 
 
@@ -86,6 +86,8 @@ def collate_items(samples: list[dict]) -> dict:
     return {"items": items, "images": torch.stack(images) if images else torch.empty(0)}
 
 
-def image_transform(image_size: int):
-    """The evaluation transform of the explanation commands (resize, no augmentation)."""
-    return ImageTransform(image_size)
+def image_transform(image_size: int, model=None):
+    """The evaluation transform of the explanation commands (no augmentation): the classifier's own
+    preprocessing when `model` is given (`pv.data.transforms.classifier_transform`: timm models crop
+    as timm does), else the whole image resized."""
+    return ImageTransform(image_size) if model is None else classifier_transform(model, image_size)

@@ -1,9 +1,12 @@
 """Guided Backpropagation (Springenberg et al. 2015, through captum) and Guided Grad-CAM (its product with Grad-CAM)."""
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pv.explain.cam import upsample_maps
@@ -11,14 +14,44 @@ from pv.explain.gradcam import GradCAM
 from pv.explain.saliency import Saliency, TargetsLike
 
 
+GUIDED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)  # piecewise linear: guiding their backward pass is defined
+
+
+@contextlib.contextmanager
+def guided_relu6(model: nn.Module) -> Iterator[None]:
+    """Guide every `nn.ReLU6` of `model` while inside (captum guides `nn.ReLU` only): the gradient reaching
+    its output loses its negative part, so the gradient into it is relu(g) * 1[0 < x < 6] = relu(g * 1[0 < x < 6]),
+    captum's rule for ReLU. A tensor hook on the output also holds for ReLU6(inplace=True)."""
+
+    def hook(module, inputs, output):
+        if output.requires_grad:
+            output.register_hook(F.relu)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU6)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class GuidedBackprop(Saliency):
-    """Gradient of the target logit w.r.t. the image, with ReLUs passing only positive gradients
-    (captum hooks every `nn.ReLU` module; functional ReLUs are not guided). Raw: (B, 3, H, W)."""
+    """Gradient of the target logit w.r.t. the image, with every `nn.ReLU` and `nn.ReLU6` module passing
+    only positive gradients (captum's hooks). Functional ReLUs and smooth activations (SiLU, GELU) are
+    not guided: a model with none of those modules (a ViT, an EfficientNet-B0) gets its plain input
+    gradient, and a warning says so. Raw: (B, 3, H, W)."""
 
     title = "Guided Backprop"
 
     def __init__(self, model: nn.Module, **options):
         super().__init__(model, **options)
+        if not any(isinstance(m, GUIDED_ACTIVATIONS) for m in model.modules()):
+            kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, (nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish))})
+            warnings.warn(
+                f"Guided Backprop guides nn.ReLU / nn.ReLU6 modules only; {type(model).__name__} has none"
+                f"{' (its activations: ' + ', '.join(kinds) + ')' if kinds else ''}: its map is the plain input gradient",
+                stacklevel=2,
+            )
         from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
         self.captum = CaptumGuidedBackprop(model)
@@ -27,7 +60,8 @@ class GuidedBackprop(Saliency):
         targets = self.targets(images, targets)
         with warnings.catch_warnings():  # captum announces its ReLU hooks and input grads on every call
             warnings.simplefilter("ignore", UserWarning)
-            gradients = self.captum.attribute(images.detach().clone(), target=targets).detach()  # (B, 3, H, W)
+            with guided_relu6(self.model):
+                gradients = self.captum.attribute(images.detach().clone(), target=targets).detach()  # (B, 3, H, W)
         return gradients.to(torch.promote_types(gradients.dtype, torch.float32))  # fp32 under bf16 autocast
 
 

@@ -78,6 +78,8 @@ def default_layer(model: nn.Module) -> str:
     torchvision ResNet, "net.features" for a wrapped VGG / MobileNet / DenseNet."""
     if isinstance(model, Classifier):
         return f"trunk.{model.feature_layer}"
+    if isinstance(getattr(model, "default_layer", None), str):  # a loaded zoo model says its own (pv.models.zoo.model_spec)
+        return model.default_layer
     prefix, module = "", model
     while True:
         convolutional = [(n, c) for n, c in module.named_children() if any(isinstance(m, nn.Conv2d) for m in c.modules())]

@@ -120,8 +120,11 @@ def _timm_spec(arch: str, name: str, net: nn.Module, weights: str | None) -> Mod
         interpolation=str(cfg.get("interpolation") or "bicubic"), crop_pct=float(cfg.get("crop_pct") or 0.875), resize="crop",
     )  # fmt: skip
     if is_token_model(net):
+        # A class-token head reads the patch tokens only through the last block's attention: the patch tokens
+        # after that block reach no logit (their gradient is 0), so Grad-CAM and decoding read the block before.
         depth = len(net.blocks)
-        return ModelSpec(**common, layers=tuple(f"blocks.{i}" for i in range(depth)), default_layer=f"blocks.{depth - 1}", pooled_linear=False,
+        default = depth - 1 if net.global_pool in ("avg", "avgmax", "max") else depth - 2
+        return ModelSpec(**common, layers=tuple(f"blocks.{i}" for i in range(depth)), default_layer=f"blocks.{max(default, 0)}", pooled_linear=False,
                          tokens=True, num_prefix_tokens=int(net.num_prefix_tokens))  # fmt: skip
     if timm_pooled_linear(net):
         names = [n for n, _ in net.named_children()]

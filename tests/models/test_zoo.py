@@ -40,7 +40,7 @@ def test_spec_of_torchvision_is_today_and_of_a_vit_says_tokens():
     assert resnet.mean == (0.485, 0.456, 0.406)
     assert model_spec("vgg11").pooled_linear is False and model_spec("timm/resnet18").family == "timm"
     vit = model_spec("vit_tiny_patch16_224")
-    assert vit.tokens and vit.num_prefix_tokens == 1 and vit.default_layer == "blocks.11" and not vit.pooled_linear
+    assert vit.tokens and vit.num_prefix_tokens == 1 and vit.default_layer == "blocks.10" and not vit.pooled_linear
     with pytest.raises(ValueError, match="neither a torchvision classifier"):
         model_spec("no_such_net")
 
@@ -128,8 +128,8 @@ def test_vit_tokens_become_a_grid_for_the_encoder():
     vit = load_classifier(arch="vit_tiny_patch16_224", weights=None)
     images = torch.rand(2, 3, 64, 96)
     assert vit(images).shape == (2, 1000)
-    encoder = FrozenEncoder(arch="vit_tiny_patch16_224", weights=None)  # layer None: the spec's default, the last block
-    assert encoder.config["layer"] == "blocks.11" and encoder(images).shape == (2, 192, 4, 6)
+    encoder = FrozenEncoder(arch="vit_tiny_patch16_224", weights=None)  # layer None: the spec default, the block whose tokens the class token last reads
+    assert encoder.config["layer"] == "blocks.10" and encoder(images).shape == (2, 192, 4, 6)
     early = FrozenEncoder(arch="vit_tiny_patch16_224", layer="blocks.3")
     assert early(images).shape == (2, 192, 4, 6) and early.fingerprint()["params_sha256"] != encoder.fingerprint()["params_sha256"]
 
