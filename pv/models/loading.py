@@ -6,6 +6,8 @@ never runs code from it.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -15,7 +17,7 @@ from pv.models.decoder import load_decoder
 from pv.models.weights import Normalize, none_if_null
 from pv.models.zoo import build_network, model_spec
 
-__all__ = ["TorchvisionClassifier", "WrappedClassifier", "load_checkpoint", "load_classifier", "load_decoder", "safe_globals"]
+__all__ = ["TorchvisionClassifier", "WrappedClassifier", "load_checkpoint", "load_classifier", "load_decoder", "safe_globals", "save_classifier"]
 
 
 class WrappedClassifier(nn.Module):
@@ -82,3 +84,22 @@ def load_classifier(checkpoint: str | None = None, arch: str | None = None, weig
         vit, _ = build_network(arch, weights)
         return TokenClassifier(vit, spec, weights=weights, class_names=default_class_names(vit.num_classes) if weights else None).eval()
     return WrappedClassifier(arch, weights).eval()
+
+
+def save_classifier(model: Classifier, path: str | Path, source: dict | None = None) -> Path:
+    """Write `model` (a pv `Classifier`, e.g. a zoo model from `load_classifier(arch=...)`) as a checkpoint that
+    `Classifier.from_checkpoint` and `--classifier` read like one written by `pv fit`: its normalisation,
+    class names and input size are in `classifier_config`; `source` (e.g. {"arch", "weights"}) is recorded
+    as `pv_zoo_source`. Written to a temporary file and renamed."""
+    from pv.atomic import atomic_path
+
+    if not isinstance(model, Classifier):
+        raise ValueError(f"only a pv Classifier (a head linear on pooled features) can be saved as a classifier checkpoint, not a {type(model).__name__}")
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "classifier_config": dict(model.config)}
+    if source:
+        checkpoint["pv_zoo_source"] = dict(source)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
+    return path

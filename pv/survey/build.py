@@ -303,7 +303,10 @@ def write_preview(manifest: dict, path: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--analysis", required=True, help="folder holding predictions.csv from `pv analyze` (or the CSV itself)")
-    parser.add_argument("--classifier", required=True, help="classifier checkpoint")
+    parser.add_argument("--classifier", help="classifier checkpoint")
+    parser.add_argument("--arch", help="or a classifier from a model zoo (pv explain --help), e.g. tf_efficientnet_lite0; it is written to "
+                        "OUT/classifier.ckpt, which the manifest names")  # fmt: skip
+    parser.add_argument("--weights", default="none", help="weights for --arch: packaged, pretrained, a torchvision enum, a .safetensors / .pth file, or none")
     parser.add_argument("--decoder", required=True, help="PV decoder checkpoint trained on the classifier's latent")
     parser.add_argument("--out", required=True, help="study folder to create, e.g. survey/studies/NAME")
     parser.add_argument("--correct", type=int, default=16, help="questions from correctly classified images (the paper: 16)")
@@ -348,12 +351,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="rebuild an existing study (its answer key changes)")
 
 
+def zoo_classifier_checkpoint(args: argparse.Namespace) -> Path:
+    """--arch/--weights as the study's own checkpoint OUT/classifier.ckpt (what the manifest and `pv survey simulate` read)."""
+    from pv.models.loading import load_classifier, save_classifier
+
+    if args.classifier:
+        raise StudyError("Give either --classifier or --arch, not both")
+    out = Path(args.out)
+    if (out / MANIFEST_NAME).exists() and not args.overwrite:
+        raise StudyError(f"{out / MANIFEST_NAME} already exists; pass --overwrite to rebuild the study (its answer key changes)")
+    try:
+        model = load_classifier(arch=args.arch, weights=args.weights)
+        return save_classifier(model, out / "classifier.ckpt", {"arch": args.arch, "weights": args.weights})
+    except ValueError as err:  # an unknown arch, a ViT or wrapped model (no pooled linear head)
+        raise StudyError(f"--arch {args.arch}: {err}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     intros = {arm: path for arm, path in (("pv", args.intro_pv), ("gradcam", args.intro_gradcam)) if path}
     platform = platform_config(args.platform, args.completion_code, args.completion_url, args.require_platform_id)
     print(describe_precision(args.precision, "cpu", "gradcam"))
+    classifier = zoo_classifier_checkpoint(args) if args.arch else args.classifier
+    if not classifier:
+        raise StudyError("Give a classifier: --classifier CKPT, or --arch NAME [--weights ...]")
     path = build_study(
-        args.analysis, args.classifier, args.decoder, args.out, args.correct, args.incorrect, args.seed, args.panel_size,
+        args.analysis, classifier, args.decoder, args.out, args.correct, args.incorrect, args.seed, args.panel_size,
         args.input_size, args.name, intros, args.overwrite, gradcam_presentation=args.gradcam_presentation,
         question_order=args.question_order, allow_encoder_mismatch=args.allow_encoder_mismatch, attention=args.attention_checks,
         attention_placement=args.attention_placement, platform=platform, resize_mode=args.resize, precision=args.precision,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pv.errors import CheckpointError, PVError
-from pv.models import Classifier, FrozenEncoder, load_classifier
+from pv.models import Classifier, FrozenEncoder, encoder_fingerprint, load_classifier
 from pv.models.efficientnet_lite import PACKAGED, key_mapping, packaged_weights_path, to_timm_state_dict
 from pv.models.zoo import build_network, model_spec
 
@@ -142,3 +142,23 @@ def test_lite0_encoder_default_layer_is_the_1280_channel_stage():
     assert encoder.normalization["mean"] == pytest.approx([127 / 255] * 3)
     random = FrozenEncoder(arch="tf_efficientnet_lite0", weights=None)
     assert random.fingerprint()["params_sha256"] != encoder.fingerprint()["params_sha256"]
+
+
+def test_a_zoo_classifier_saved_as_a_checkpoint_loads_like_one_from_pv_fit(tmp_path):
+    from pv.models.loading import save_classifier
+
+    torch.manual_seed(0)
+    model = load_classifier(arch="tf_efficientnet_lite0", weights=None)
+    model.normalize.mean.fill_(127 / 255)  # as the packaged weights normalise: the checkpoint must carry it
+    model.config["mean"] = [127 / 255] * 3
+    path = save_classifier(model, tmp_path / "lite0.ckpt", {"arch": "tf_efficientnet_lite0", "weights": None})
+    loaded = load_classifier(checkpoint=str(path))
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images))
+    assert loaded.config["mean"] == pytest.approx([127 / 255] * 3) and loaded.preprocessing == model.preprocessing
+    encoder = FrozenEncoder(arch="tf_efficientnet_lite0", checkpoint=str(path))
+    same = encoder_fingerprint(model, arch="tf_efficientnet_lite0", layer="bn2")["params_sha256"]
+    assert encoder.config["layer"] == "bn2" and encoder.fingerprint()["params_sha256"] == same  # its decoders match the saved model
+    with pytest.raises(ValueError, match="only a pv Classifier"):
+        save_classifier(load_classifier(arch="vit_tiny_patch16_224"), tmp_path / "vit.ckpt")

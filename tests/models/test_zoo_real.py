@@ -184,3 +184,10 @@ def test_decoder_fit_on_a_random_vit(tmp_path):
     assert pv_main(args) == 0  # 64 px images: a 4 x 4 token grid, decoded x16 back to 64 px
     checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False, map_location="cpu")
     assert checkpoint["encoder_config"]["arch"] == "vit_tiny_patch16_224" and checkpoint["encoder_config"]["layer"] == "blocks.10"
+
+
+def test_survey_build_takes_a_zoo_arch_and_refuses_one_without_a_pooled_linear_head(tmp_path, capsys):
+    code = pv_main(["survey", "build", "--analysis", str(tmp_path), "--arch", "vit_tiny_patch16_224", "--decoder", str(tmp_path / "d.ckpt"),
+                    "--out", str(tmp_path / "study")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--arch vit_tiny_patch16_224" in err and "only a pv Classifier" in err and len(err.splitlines()) == 1
