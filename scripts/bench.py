@@ -4,6 +4,7 @@
   python scripts/bench.py --what train --device cuda        # decoder training images/s, % of bf16 peak, memory
   python scripts/bench.py --what explain --device cuda      # PV images/s, top class and all classes
   python scripts/bench.py --what baselines --device cpu     # Grad-CAM / IG / LIME vs pytorch-grad-cam, captum, lime
+  python scripts/bench.py --what limits --device cpu        # each method vs the machine's own limit and its peer (issue 23)
 
 Results go to benchmarks/<what>_<device>.json; copy the headline numbers to benchmarks/RESULTS.md.
 """
@@ -431,9 +432,211 @@ def speed_targets(results: dict, device: torch.device) -> dict:
     }  # fmt: skip
 
 
+# --------------------------------------------------------------------------------------------- limits (issue 23)
+def cpu_description() -> dict:
+    """The CPU's name, family/model and the flags that decide its speed (/proc/cpuinfo; empty elsewhere)."""
+    from pv.models.precision import cpu_flags
+
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"name": fields.get("model name", platform.processor() or platform.machine()), "family": fields.get("cpu family"), "model": fields.get("model"),
+            "threads": torch.get_num_threads(), "flags": {flag: flag in cpu_flags() for flag in wanted}}  # fmt: skip
+
+
+def per_image(step, images: int, repeats: int, min_images: int = 16) -> dict:
+    """Median wall seconds (and process CPU seconds) per image of `step()`, which handles `images` images;
+    one warm-up call, then `repeats` timings, each over at least `min_images` images."""
+    step()
+    calls = max(1, -(-min_images // images))
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            step()
+        walls.append((time.perf_counter() - wall) / (calls * images))
+        cpus.append((time.process_time() - cpu) / (calls * images))
+    return {"s_per_image": sorted(walls)[len(walls) // 2], "cpu_s_per_image": sorted(cpus)[len(cpus) // 2], "walls": [round(t, 4) for t in walls]}
+
+
+def best_rate(model: torch.nn.Module, shape: tuple[int, ...], precision: str, device: torch.device, batches: list[int], repeats: int,
+              backward: bool = False, min_images: int = 16) -> dict:
+    """The machine's best seconds per input for `model` on inputs of `shape` (C, H, W) at `precision`, forward
+    only or forward + backward to the input: every batch in `batches` in channels_last (oneDNN's layout),
+    then NCHW at the best of those batches."""
+    import copy
+
+    from pv.models.precision import autocast
+
+    def rate(channels_last: bool, batch: int) -> dict:
+        net = copy.deepcopy(model).to(device).eval()
+        x = torch.rand(batch, *shape, device=device)
+        if channels_last:
+            net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+        def step():
+            with autocast(precision, device):
+                if backward:
+                    inputs = x.detach().requires_grad_(True)
+                    torch.autograd.grad(net(inputs)[:, 0].sum(), inputs)
+                else:
+                    with torch.inference_mode():
+                        net(x)
+
+        return per_image(step, batch, repeats, min_images=min_images)
+
+    sweep = {f"nhwc_b{batch}": rate(True, batch) for batch in batches}
+    best_batch = int(min(sweep, key=lambda k: sweep[k]["s_per_image"]).partition("_b")[2])
+    sweep[f"nchw_b{best_batch}"] = rate(False, best_batch)
+    best = min(sweep, key=lambda k: sweep[k]["s_per_image"])
+    return {"s_per_image": sweep[best]["s_per_image"], "best": best, "sweep": {k: round(v["s_per_image"], 4) for k, v in sweep.items()}}
+
+
+def bench_limits(args, device: torch.device) -> dict:
+    """Per method: pv's time, the machine's limit measured in the same process, the peer's time at its defaults.
+
+    limit = the model evaluations the method cannot avoid at the best throughput this machine gives them
+    (best batch size and memory format, at the precision `auto` picks): Grad-CAM one forward per image, PV
+    one classifier forward + one decoder forward, LIME n_samples forwards, IG its steps' forward + backward.
+    Peers get the model as a user hands it (fp32, NCHW) and run at their defaults: pytorch-grad-cam
+    GradCAM, captum IntegratedGradients (50 Gauss-Legendre steps in one batch), the `lime` package
+    (quickshift, batch 10, a predict function written the usual way: NHWC numpy -> permute -> float).
+    """
+    import copy
+
+    import numpy as np
+
+    from pv.explain import IntegratedGradients, Lime, PerceptionVisualizer, build_saliency
+    from pv.models import Classifier, Decoder
+    from pv.models.precision import autocast, describe_precision, prepare_model, resolve_precision
+
+    torch.manual_seed(0)
+    base = Classifier(args.arch, num_classes=20, weights=None).eval()
+    decoder = Decoder(base.head.in_features).eval()  # the paper's decoder on the last feature layer
+    peer_model = copy.deepcopy(base).to(device)  # what a user hands a peer: fp32, NCHW
+    images = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    targets = torch.randint(0, 20, (args.batch,), device=device)
+    one, target = images[:1], targets[:1]
+    reps = args.repeats
+    precision = {m or "pv": resolve_precision("auto", device, m) for m in ("gradcam", "lime", "ig", None)}
+    results: dict = {"cpu": cpu_description() if device.type == "cpu" else None,
+                     "precision_auto": {m: describe_precision("auto", device, None if m == "pv" else m) for m in precision}}  # fmt: skip
+
+    def prepared(method: str) -> torch.nn.Module:
+        return prepare_model(copy.deepcopy(base), precision[method], device)
+
+    # the machine's limits: forward, forward + backward, decoder forward, at the best batch and format
+    shape = (3, args.size, args.size)
+    forward = best_rate(base, shape, precision["pv"], device, [1, 4, 10, 16, 32], reps, min_images=10)
+    backward = best_rate(base, shape, precision["ig"], device, [4, 10], reps, backward=True, min_images=10)
+    with torch.no_grad():
+        latent_shape = tuple(base.forward_features(one.cpu()).shape[1:])
+    decoding = best_rate(decoder, latent_shape, precision["pv"], device, [1, 2, 4, 8], reps, min_images=4)
+    results["limits"] = {"forward": forward, "forward_backward": backward, "decoder_forward": decoding}
+
+    def row(pv: float, limit: float, peer: float | None, **extra) -> dict:
+        out = {"pv_s": round(pv, 3), "limit_s": round(limit, 3), "pv_over_limit": round(pv / limit, 2)}
+        if peer is not None:
+            out |= {"peer_s": round(peer, 3), "peer_over_pv": round(peer / pv, 2)}
+        return out | extra
+
+    # Grad-CAM, batch `args.batch`: pv (closed form) vs pytorch-grad-cam
+    print("limits: Grad-CAM", time.strftime("%H:%M:%S"), file=sys.stderr, flush=True)
+    from pytorch_grad_cam import GradCAM as PeerGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    peer = PeerGradCAM(model=peer_model, target_layers=[peer_model.trunk.layer4[-1]])
+    peer_targets = [ClassifierOutputTarget(int(t)) for t in targets]
+    peer_time = per_image(lambda: peer(input_tensor=images, targets=peer_targets), args.batch, reps)
+    peer_maps = torch.from_numpy(peer(input_tensor=images, targets=peer_targets))  # (B, H, W), min-max per image
+    method = build_saliency("gradcam", prepared("gradcam"), normalization="minmax")
+    with autocast(precision["gradcam"], device):
+        ours = per_image(lambda: method(images, targets), args.batch, reps)
+        maps = method(images, targets)[:, 0].cpu()  # (B, H, W)
+    r = [float(np.corrcoef(a.flatten(), b.flatten())[0, 1]) for a, b in zip(maps.numpy(), peer_maps.numpy()) if a.std() > 0 and b.std() > 0]
+    results["gradcam"] = row(ours["s_per_image"] * args.batch, forward["s_per_image"] * args.batch, peer_time["s_per_image"] * args.batch,
+                             images=args.batch, r_vs_peer_min=round(min(r), 4) if r else None)  # fmt: skip
+
+    # PV, top class, batch `args.batch`: classifier + decoder + closed-form Grad-CAM (no peer package)
+    print("limits: PV", time.strftime("%H:%M:%S"), file=sys.stderr, flush=True)
+    visualizer = PerceptionVisualizer(prepared("pv"), prepare_model(copy.deepcopy(decoder), precision["pv"], device))
+    with autocast(precision["pv"], device):
+        ours = per_image(lambda: visualizer(images), args.batch, max(2, reps - 1))
+    limit = (forward["s_per_image"] + decoding["s_per_image"]) * args.batch
+    results["pv"] = row(ours["s_per_image"] * args.batch, limit, None, images=args.batch)
+
+    # Integrated Gradients, one image, defaults: pv vs captum (50 steps)
+    print("limits: Integrated Gradients", time.strftime("%H:%M:%S"), file=sys.stderr, flush=True)
+    from captum.attr import IntegratedGradients as PeerIG
+
+    with torch.no_grad():
+        difference = float(peer_model(one)[0, target] - peer_model(torch.zeros_like(one))[0, target])
+    peer_ig, attributions = PeerIG(peer_model), []
+    peer_time = per_image(lambda: attributions.append(peer_ig.attribute(one, target=target, n_steps=50)), 1, max(1, reps - 1), min_images=1)
+    peer_error = abs(float(attributions[-1].sum()) - difference) / abs(difference)
+    ig, attributions = IntegratedGradients(prepared("ig")), []
+    with autocast(precision["ig"], device):
+        ours = per_image(lambda: attributions.append(ig.attribute(one, target)), 1, max(1, reps - 1), min_images=1)
+    steps = int(ig.steps[0])
+    evaluated = sum(ig.n_steps * 2**i for i in range(int(np.log2(steps // ig.n_steps)) + 1))  # 16, then 32, ... until the bound holds
+    results["ig"] = row(ours["s_per_image"], steps * backward["s_per_image"], peer_time["s_per_image"], steps=steps, steps_evaluated=evaluated,
+                        completeness_error=round(abs(float(attributions[-1].sum()) - difference) / abs(difference), 5),
+                        peer_completeness_error=round(peer_error, 5))  # fmt: skip
+
+    # LIME, one image, `args.lime_samples` samples: pv (SLIC) vs the lime package (quickshift), alternated
+    print("limits: LIME", time.strftime("%H:%M:%S"), file=sys.stderr, flush=True)
+    from lime import lime_image
+
+    image_np = one[0].permute(1, 2, 0).cpu().numpy().astype(np.float64)
+
+    def predict(batch_np):
+        with torch.no_grad():
+            return torch.softmax(peer_model(torch.from_numpy(batch_np).permute(0, 3, 1, 2).float().to(device)), 1).cpu().numpy()
+
+    explainer = lime_image.LimeImageExplainer(random_state=0)
+    lime = Lime(prepared("lime"), n_samples=args.lime_samples, activation="softmax")
+    ours, theirs = [], []
+    for _ in range(args.lime_repeats):
+        start = time.perf_counter()
+        with autocast(precision["lime"], device):
+            lime.attribute(one, target)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        explainer.explain_instance(image_np, predict, labels=(int(target),), top_labels=None, num_samples=args.lime_samples, random_seed=0)
+        theirs.append(time.perf_counter() - start)
+    results["lime"] = row(float(np.median(ours)), args.lime_samples * forward["s_per_image"], float(np.median(theirs)),
+                          n_samples=args.lime_samples, pv_runs=[round(t, 1) for t in ours], peer_runs=[round(t, 1) for t in theirs])  # fmt: skip
+    results["table"] = limits_table(results)
+    return results
+
+
+def limits_table(results: dict) -> str:
+    """The markdown table of `bench_limits` (pv / limit / peer / ratios) with the targets of issue 23."""
+    names = {"gradcam": "Grad-CAM, batch {images}", "pv": "PV top class, batch {images}", "ig": "IG, 1 image (pv {steps} steps; captum 50)",
+             "lime": "LIME, 1 image, {n_samples} samples"}  # fmt: skip
+    peers = {"gradcam": "pytorch-grad-cam", "pv": "", "ig": "captum", "lime": "lime (quickshift)"}
+    lines = ["| method | pv (s) | limit (s) | pv / limit | peer (s) | peer / pv | target | |", "|---|---|---|---|---|---|---|---|"]
+    for key, name in names.items():
+        row = results[key]
+        if key == "ig":
+            target, met = ">= 5x captum, completeness <= 2%", row["peer_over_pv"] >= 5 and row["completeness_error"] <= 0.02
+        else:
+            target = "<= 1.25x limit" + (", >= 1x peer" if key == "lime" else ", never slower than the peer" if "peer_s" in row else "")
+            met = row["pv_over_limit"] <= 1.25 and row.get("peer_over_pv", 1) >= 1
+        peer = f"{peers[key]} {row['peer_s']}" if "peer_s" in row else "n/a"
+        lines.append(f"| {name.format(**row)} | {row['pv_s']} | {row['limit_s']} | {row['pv_over_limit']}x | {peer} | "
+                     f"{str(row['peer_over_pv']) + 'x' if 'peer_s' in row else ''} | {target} | {'met' if met else 'not met'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--what", choices=["train", "explain", "baselines", "explain-processes", "speed"], required=True)
+    parser.add_argument("--what", choices=["train", "explain", "baselines", "explain-processes", "speed", "limits"], required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--size", type=int, default=224, help="image size (px)")
@@ -444,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder in the fast path")
     parser.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too")
     parser.add_argument("--lime-samples", type=int, default=1000)
+    parser.add_argument("--lime-repeats", type=int, default=2, help="--what limits: LIME runs of pv and of the lime package, alternated")
     parser.add_argument("--train-batch", type=int, default=8, help="--what speed: decoder training batch")
     parser.add_argument("--out", default=str(REPO / "benchmarks"))
     args = parser.parse_args(argv)
@@ -454,15 +658,19 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    bench = {"train": bench_train, "explain": bench_explain, "baselines": bench_baselines, "explain-processes": bench_explain_processes, "speed": bench_speed}[args.what]
+    bench = {"train": bench_train, "explain": bench_explain, "baselines": bench_baselines, "explain-processes": bench_explain_processes, "speed": bench_speed, "limits": bench_limits}[args.what]
     results = {"what": args.what, "batch": args.batch, "size": args.size, "arch": args.arch, "env": environment(device), "results": bench(args, device)}
     out = Path(args.out) / f"{args.what}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     for key, value in results["results"].items():
+        if key == "table":
+            continue
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if not isinstance(v, list)}
         print(f"{key:32s} {value}")
+    if "table" in results["results"]:
+        print(results["results"]["table"])
     print(f"written {out}")
     return 0
 

@@ -108,7 +108,9 @@ class IntegratedGradients(Saliency):
             both = torch.cat([images, baselines])  # (2B, 3, H, W)
             logits = self.model(matches_model_format(both, self.model)).to(images.dtype)  # (2B, K)
         chosen = logits.gather(1, targets.repeat(2)[:, None]).squeeze(1)  # (2B,)
-        batch = self.internal_batch_size or batch_size_for(probe.bytes_per_input(len(both), with_gradients=True), images.device, 6 * images[0].nbytes)
+        batch = self.internal_batch_size or batch_size_for(
+            probe.bytes_per_input(len(both), with_gradients=True), images.device, 6 * images[0].nbytes, probe.largest_per_input(len(both))
+        )
         return chosen[: len(images)] - chosen[len(images) :], batch
 
     def integrate(self, images: torch.Tensor, baselines: torch.Tensor, targets: torch.Tensor, n_steps: int, batch: int) -> torch.Tensor:

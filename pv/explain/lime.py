@@ -140,7 +140,7 @@ class Lime(Saliency):
         scores = images.new_empty(b, s, targets.shape[1])  # (B, S, K)
         with ActivationProbe(self.model) as probe:  # the unperturbed images (sample 0) also size the batch
             scores[:, 0] = self.score(self.model(matches_model_format(images, self.model))).gather(1, targets)
-        batch = self.batch_size or batch_size_for(probe.bytes_per_input(b, with_gradients=False), device, 4 * images[0].nbytes)
+        batch = self.batch_size or batch_size_for(probe.bytes_per_input(b, with_gradients=False), device, 4 * images[0].nbytes, probe.largest_per_input(b))
         segment_index = segments.flatten(1)  # (B, HW)
         rest = torch.arange(1, s, device=device)
         pairs = torch.stack(torch.meshgrid(torch.arange(b, device=device), rest, indexing="ij"), -1).view(-1, 2)  # (B*(S-1), 2)

@@ -159,6 +159,22 @@ def test_lime_batch_is_sized_from_memory(tiny_net, monkeypatch):
     torch.testing.assert_close(tight, roomy, rtol=1e-4, atol=1e-6)
 
 
+def test_cpu_batch_keeps_the_largest_activation_within_the_mmap_threshold(tiny_net, monkeypatch):
+    import pv.explain.batching as batching
+
+    images, targets = torch.rand(1, 3, 32, 32), torch.tensor([2])
+    roomy = Lime(tiny_net, n_samples=20, n_segments=8).attribute(images, targets)
+    with batching.ActivationProbe(tiny_net) as probe:
+        tiny_net(images[:1])
+    monkeypatch.setattr(batching, "CPU_LARGEST_BYTES", 2 * probe.largest)  # two inputs' largest activation
+    counted = CountingNet(tiny_net)
+    bounded = Lime(counted, n_samples=20, n_segments=8).attribute(images, targets)
+    assert counted.calls == 1 + 10  # the original, then 19 perturbations in batches of two
+    torch.testing.assert_close(bounded, roomy, rtol=1e-4, atol=1e-6)
+    assert batching.batch_size_for(1, torch.device("cpu"), largest_per_input=probe.largest) == 2
+    assert batching.batch_size_for(1, torch.device("cpu")) == batching.MAX_BATCH["cpu"]  # no probe, no bound
+
+
 def test_ig_adds_steps_only_where_completeness_fails(tiny_net):
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
