@@ -55,7 +55,9 @@ def imagenet_photos(shared_data) -> list[Path]:
 
 def photos(paths: list[Path], model) -> torch.Tensor:
     transform = classifier_transform(model)  # short side to 256 bicubic, centre crop 224 for Lite0
-    return torch.stack([transform(load_image(p), str(p)) for p in paths])  # (B, 3, 224, 224) in [0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few photos are smaller than 224 px: upscaled
+        return torch.stack([transform(load_image(p), str(p)) for p in paths])  # (B, 3, 224, 224) in [0, 1]
 
 
 @pytest.mark.slow
