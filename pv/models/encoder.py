@@ -39,8 +39,10 @@ class FrozenEncoder(nn.Module):
         self.head = classifier.head if isinstance(classifier, Classifier) and layer == classifier.feature_layer else None
         self.class_names = classifier.class_names
         self.activation = classifier.activation
-        self.config = {"arch": arch, "layer": layer, "weights": weights, "checkpoint": checkpoint}
-        self.normalization = {"mean": classifier.config.get("mean"), "std": classifier.config.get("std")}  # recorded in decoder checkpoints
+        self.config = {
+            "arch": arch, "layer": layer, "weights": weights, "checkpoint": checkpoint,
+            "mean": classifier.config.get("mean"), "std": classifier.config.get("std"),  # the normalisation, recorded in decoder checkpoints
+        }  # fmt: skip
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         self.train(False)
@@ -58,7 +60,8 @@ class FrozenEncoder(nn.Module):
     def fingerprint(self) -> dict:
         """{"arch", "layer", "weights", "checkpoint", "params_sha256"}: what a decoder trained on this
         encoder records, so it is never used with another classifier's latent."""
-        return encoder_fingerprint(self, **self.config)
+        config = self.config
+        return encoder_fingerprint(self, arch=config["arch"], layer=config["layer"], weights=config["weights"], checkpoint=config["checkpoint"])
 
     def train(self, mode: bool = True) -> "FrozenEncoder":
         """Always eval: BatchNorm running statistics must never move."""
