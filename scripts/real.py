@@ -239,7 +239,7 @@ def decoder_metrics(root: str, decoder_path: Path, out: Path) -> None:
     result["mean_image"] = scored(mean.expand_as(photos).contiguous())
     target = result["decoder"]["ssim"]  # blur until the mean SSIM to the photo equals the reconstructions'
     low, high = 0.0, 100.0  # the blur's radius stops at the image size: the top is a near-uniform colour
-    for _ in range(14):
+    for _ in range(10):  # sigma to 0.1 px
         sigma = (low + high) / 2
         low, high = (sigma, high) if fidelity(gaussian_blur(photos, sigma), photos)[0].mean().item() > target else (low, sigma)
     sigma = (low + high) / 2
