@@ -89,7 +89,7 @@ def resolve_last(folders: list[Path]) -> Path:
 
 
 def encoder_channels(encoder: Namespace | dict | None) -> int | None:
-    """Channels of the configured FrozenEncoder's latent, from a weightless build on the meta device."""
+    """Channels of the configured FrozenEncoder's latent, built without weights (on the meta device for torchvision)."""
     from pv.models.classifier import HEAD_NAMES, truncate
     from pv.models.weights import build_torchvision_model
 
@@ -102,6 +102,13 @@ def encoder_channels(encoder: Namespace | dict | None) -> int | None:
             cut = next((i for i, (name, _) in enumerate(children) if name in HEAD_NAMES), len(children))
             body = truncate(torch.nn.Sequential(OrderedDict(children[:cut])), layer)
             return int(body(torch.zeros(1, 3, 64, 64)).shape[1])
+    except Exception:  # not a torchvision arch (timm, a ViT) or an unknown layer
+        pass
+    try:  # build it with random weights, leaving the random generator as it was
+        from pv.models import FrozenEncoder
+
+        with torch.random.fork_rng():
+            return int(FrozenEncoder(arch=arch, layer=init.get("layer"), weights=None).out_channels)
     except Exception:  # an unknown arch or layer: the encoder's own constructor names the problem
         return None
 
@@ -260,7 +267,7 @@ class PVLightningCLI(LightningCLI):
 
 
 def link_decoder_channels(config: Namespace) -> None:
-    """The decoder's `in_channels` follow the encoder's layer (computed without weights on the meta device)."""
+    """The decoder's `in_channels` follow the encoder's layer (computed without its weights)."""
     if not isinstance(config.get("model.init_args.decoder"), Namespace) or not isinstance(config.get("model.init_args.encoder"), Namespace):
         return
     channels = encoder_channels(config.get("model.init_args.encoder"))

@@ -23,6 +23,13 @@ def test_decoder_in_channels_follow_the_encoder_layer(tmp_path):
     assert cli.model.decoder.in_channels == cli.model.encoder.out_channels == 256
 
 
+def test_decoder_in_channels_follow_a_timm_encoder_layer(tmp_path):
+    """The link also covers zoo encoders torchvision does not know (EfficientNet-Lite0's default layer: 1280)."""
+    cli = cli_main(["--config", DEBUG, "--model.init_args.encoder.init_args.arch=tf_efficientnet_lite0",
+                    "--model.init_args.encoder.init_args.layer=null", f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
+    assert cli.model.decoder.in_channels == cli.model.encoder.out_channels == 1280
+
+
 def test_typo_in_an_override_names_the_closest_key(capsys):
     assert main(["fit", "--config", DEBUG, "--trainer.max_epohcs=3"]) == 2
     err = capsys.readouterr().err
