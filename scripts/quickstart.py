@@ -55,16 +55,25 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of the finished (waited-for) child processes so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def step(title: str, args: list[str], log: list[dict]) -> None:
-    """Run one public command, printing it, timing it and stopping on failure."""
+    """Run one public command, printing it, timing it (wall and CPU seconds: on a busy machine the CPU seconds
+    say what an idle one would take) and stopping on failure."""
     line = "pv " + " ".join(shlex.quote(a) for a in args)
     print(f"\n=== {title}\n$ {line}", flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu_seconds()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WANDB_MODE": "offline"}
     result = subprocess.run([*PV, *args], cwd=ROOT, env=env)
-    seconds = time.perf_counter() - start
-    log.append({"step": title, "command": line, "seconds": round(seconds, 1), "exit": result.returncode})
-    print(f"--- {title}: {seconds:.0f} s", flush=True)
+    seconds, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu  # only this child was reaped meanwhile
+    log.append({"step": title, "command": line, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "exit": result.returncode})
+    print(f"--- {title}: {seconds:.0f} s ({cpu:.0f} CPU s)", flush=True)
     if result.returncode != 0:
         raise SystemExit(f"quickstart: step '{title}' failed (exit {result.returncode}): {line}")
 
@@ -84,13 +93,13 @@ def start_step(title: str, args: list[str], log_path: Path) -> tuple:
 def finish_step(started: tuple, log: list[dict]) -> None:
     """Wait for a background step, print its output, time it and stop on failure."""
     title, line, process, handle, log_path, start = started
-    waited = time.perf_counter()
+    waited, cpu = time.perf_counter(), children_cpu_seconds()
     code = process.wait()
     handle.close()
-    seconds = time.perf_counter() - start
-    log.append({"step": title, "command": line, "seconds": round(seconds, 1), "exit": code, "background": True})
+    seconds, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu  # reaped only now: all its CPU seconds
+    log.append({"step": title, "command": line, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "exit": code, "background": True})
     print(f"\n=== {title} (background) output:\n{log_path.read_text(encoding='utf-8').rstrip()}", flush=True)
-    print(f"--- {title}: {seconds:.0f} s in the background (waited {time.perf_counter() - waited:.0f} s for it)", flush=True)
+    print(f"--- {title}: {seconds:.0f} s ({cpu:.0f} CPU s) in the background (waited {time.perf_counter() - waited:.0f} s for it)", flush=True)
     if code != 0:
         raise SystemExit(f"quickstart: step '{title}' failed (exit {code}): {line}")
 
@@ -273,8 +282,8 @@ def write_report(out: Path, summary: dict, steps: list[dict], causes: dict, deco
     parts.append("<h2>Example questions, study (b): one per planted cause, every arm as the observer saw it</h2>")
     parts.append(example_questions_html(out / "simulation_cause", responses=out / "simulation_cause" / "responses.sqlite"))
     parts.append("<h2>Sanity check (cascading randomisation)</h2><img src='sanity/sanity.png' alt='sanity check curves'>")
-    parts.append("<h2>Commands</h2><table><tr><th>step</th><th>command</th><th>seconds</th></tr>")
-    parts += [f"<tr><td>{e(s['step'])}</td><td><code>{e(s['command'])}</code></td><td>{s['seconds']}</td></tr>" for s in steps]
+    parts.append("<h2>Commands</h2><table><tr><th>step</th><th>command</th><th>seconds (wall)</th><th>CPU seconds</th></tr>")
+    parts += [f"<tr><td>{e(s['step'])}</td><td><code>{e(s['command'])}</code></td><td>{s['seconds']}</td><td>{s.get('cpu_seconds', '')}</td></tr>" for s in steps]
     parts.append("</table>")
     return write_text(out / "report.html", "\n".join(parts) + "\n")
 

@@ -98,3 +98,14 @@ def test_wrong_predictions_png_shows_the_first_questions_of_each_cause(tmp_path)
     assert sheet.size == (4 * 132 + 4, 14 + 4 * (14 + 128 + 4) + 4)  # 2 shortcut rows (of 3), 1 look-alike, 1 texture swap
     first_row_pv = sheet.getpixel((4 + 3 * 132 + 64, 14 + 14 + 64))
     assert first_row_pv == (120, 0, 0)  # question q0's PV panel (the right-hand half), in the last column
+
+
+def test_a_step_records_wall_and_cpu_seconds_and_a_failure_stops(capsys):
+    quickstart = load_quickstart()
+    log: list[dict] = []
+    quickstart.step("help", ["--help"], log)
+    assert log[0]["exit"] == 0 and log[0]["command"] == "pv --help"
+    assert 0 <= log[0]["cpu_seconds"] <= 2 * log[0]["seconds"] + 0.1  # the child's own CPU seconds (at most 2 cores' worth)
+    assert "--- help:" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="step 'bad' failed"):
+        quickstart.step("bad", ["no-such-command"], log)
