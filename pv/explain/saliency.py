@@ -18,6 +18,7 @@ from torch import nn
 from pv.explain.cam import NORMALIZATIONS, normalize_maps, upsample_maps
 from pv.explain.postprocess import gaussian_blur, tv_denoise
 from pv.models.classifier import Classifier, layer_names, trunk_of
+from pv.models.zoo import last_conv_layer
 
 TargetsLike = torch.Tensor | int | Sequence[int]
 
@@ -80,16 +81,7 @@ def default_layer(model: nn.Module) -> str:
         return f"trunk.{model.feature_layer}"
     if isinstance(getattr(model, "default_layer", None), str):  # a loaded zoo model says its own (pv.models.zoo.model_spec)
         return model.default_layer
-    prefix, module = "", model
-    while True:
-        convolutional = [(n, c) for n, c in module.named_children() if any(isinstance(m, nn.Conv2d) for m in c.modules())]
-        if not convolutional:
-            raise ValueError(f"{type(model).__name__} has no Conv2d layer: pass layer=... explicitly")
-        name, child = convolutional[-1]
-        if len(convolutional) == 1 and not isinstance(child, nn.Sequential) and next(child.children(), None) is not None:
-            prefix, module = f"{prefix}{name}.", child  # a wrapper: look inside
-            continue
-        return prefix + name
+    return last_conv_layer(model)
 
 
 def num_classes_of(model: nn.Module) -> int | None:
